@@ -1,0 +1,135 @@
+//! The `data` payload of each built-in message type.
+//!
+//! Inbound types (`*Request`) deny nothing unknown (clients may add fields); outbound types
+//! serialize their fields in GoHub's order (Go marshals `map[string]any` with sorted keys, so
+//! for GoHub's map payloads that is alphabetical order).
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// `ping` in.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PingRequest {
+    #[serde(default)]
+    pub ts: i64,
+}
+
+/// `pong` out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pong {
+    pub ts: i64,
+    pub server_ts: i64,
+    pub rtt: i64,
+}
+
+/// `join_room`, `leave_room`, `delete_room`, `room_members` in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomRequest {
+    pub room_id: String,
+}
+
+/// `room_joined` / `room_left` out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomStatus {
+    pub room_id: String,
+    pub status: String,
+}
+
+/// `room_message` in. `content` is any JSON, kept raw.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RoomMessageRequest<'a> {
+    pub room_id: String,
+    #[serde(borrow)]
+    pub content: &'a RawValue,
+}
+
+/// `room_message` out.
+#[derive(Debug, Serialize)]
+pub struct RoomMessageOut<'a> {
+    pub content: &'a RawValue,
+    pub room_id: &'a str,
+    pub sender_id: &'a str,
+    pub timestamp: i64,
+}
+
+/// `direct_message` in.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DirectMessageRequest<'a> {
+    pub target_id: String,
+    #[serde(borrow)]
+    pub content: &'a RawValue,
+}
+
+/// `direct_message` and `broadcast` out.
+#[derive(Debug, Serialize)]
+pub struct SenderContent<'a> {
+    pub content: &'a RawValue,
+    pub sender_id: &'a str,
+    pub timestamp: i64,
+}
+
+/// `broadcast` in.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BroadcastRequest<'a> {
+    #[serde(borrow)]
+    pub content: &'a RawValue,
+}
+
+/// `connected` out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connected {
+    pub client_id: String,
+    pub node_id: String,
+}
+
+/// `create_room` in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateRoomRequest {
+    pub room_id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub max_clients: Option<u32>,
+}
+
+/// `room_created` out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomCreated {
+    pub room_id: String,
+    pub name: String,
+    pub max_clients: u32,
+}
+
+/// `room_deleted` out (to the requester and to every member).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomDeleted {
+    pub room_id: String,
+}
+
+/// One room in `room_list`. `max_clients` 0 means unlimited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub id: String,
+    pub name: String,
+    pub max_clients: u32,
+    pub members: usize,
+}
+
+/// `room_list` out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomList {
+    pub rooms: Vec<RoomInfo>,
+}
+
+/// One member in `room_members`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub client_id: String,
+}
+
+/// `room_members` out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomMembers {
+    pub room_id: String,
+    pub members: Vec<Member>,
+}

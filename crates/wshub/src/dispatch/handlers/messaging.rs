@@ -1,0 +1,77 @@
+//! Messages between clients: to a room, to one client, to everyone.
+//!
+//! Each publication is encoded and framed once; the hub queues the same bytes to every
+//! recipient. The sender is excluded from its own room message and broadcast (GoHub).
+
+use std::sync::Arc;
+
+use wshub_protocol::MessageType;
+use wshub_protocol::messages::{
+    BroadcastRequest, DirectMessageRequest, RoomMessageOut, RoomMessageRequest, SenderContent,
+};
+
+use crate::conn::ConnHandle;
+use crate::dispatch::HandlerResult;
+use crate::hub::HubError;
+use crate::node::Node;
+
+/// Only members may post to a room (3003 otherwise): a room's traffic is for its members.
+/// Servers publish to rooms they are not in through the HTTP API or the SDK.
+pub(super) fn room_message(
+    node: &Arc<Node>,
+    conn: &Arc<ConnHandle>,
+    req: RoomMessageRequest<'_>,
+) -> HandlerResult {
+    if !node.hub.is_member(&req.room_id, conn)? {
+        return Err(HubError::NotInRoom.into());
+    }
+    let frame = node.hub.frame(
+        MessageType::RoomMessage.as_str(),
+        &RoomMessageOut {
+            content: req.content,
+            room_id: &req.room_id,
+            sender_id: conn.client_id.as_str(),
+            timestamp: wshub_protocol::now_millis(),
+        },
+        None,
+    )?;
+    node.hub
+        .publish_room(&req.room_id, &frame, Some(conn.conn_id))?;
+    Ok(None)
+}
+
+pub(super) fn direct_message(
+    node: &Node,
+    conn: &ConnHandle,
+    req: DirectMessageRequest<'_>,
+) -> HandlerResult {
+    let frame = node.hub.frame(
+        MessageType::DirectMessage.as_str(),
+        &SenderContent {
+            content: req.content,
+            sender_id: conn.client_id.as_str(),
+            timestamp: wshub_protocol::now_millis(),
+        },
+        None,
+    )?;
+    node.hub.send_to_client(&req.target_id, frame)?;
+    Ok(None)
+}
+
+pub(super) fn broadcast(
+    node: &Node,
+    conn: &ConnHandle,
+    req: BroadcastRequest<'_>,
+) -> HandlerResult {
+    let frame = node.hub.frame(
+        MessageType::Broadcast.as_str(),
+        &SenderContent {
+            content: req.content,
+            sender_id: conn.client_id.as_str(),
+            timestamp: wshub_protocol::now_millis(),
+        },
+        None,
+    )?;
+    node.hub.broadcast(&frame, Some(conn.conn_id));
+    Ok(None)
+}

@@ -1,0 +1,156 @@
+//! The built-in handlers, one module per concern. Each declares the permission it needs;
+//! [`run`] parses `data`, checks it (scoped to the request's room), then calls the handler.
+
+mod messaging;
+mod ping;
+mod rooms;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use wshub_protocol::messages::{
+    BroadcastRequest, CreateRoomRequest, DirectMessageRequest, PingRequest, RoomMessageRequest,
+    RoomRequest,
+};
+use wshub_protocol::{ErrorCode, MessageType};
+
+use super::{HandlerError, HandlerResult};
+use crate::auth::{self, Permission};
+use crate::conn::ConnHandle;
+use crate::ids::RoomId;
+use crate::node::Node;
+
+/// Longest room id accepted, in bytes.
+pub(crate) const MAX_ROOM_ID_LEN: usize = 256;
+
+/// Runs the built-in handler of `t`; `None` when `t` is not something a client sends.
+pub(super) fn builtin(
+    node: &Arc<Node>,
+    conn: &Arc<ConnHandle>,
+    t: MessageType,
+    data: Option<&RawValue>,
+) -> Option<HandlerResult> {
+    use MessageType as T;
+    use Permission as P;
+    let result = match t {
+        T::Ping => run(conn, t, data, None, |r: PingRequest| ping::ping(r)),
+        T::JoinRoom => run(conn, t, data, Some(P::JoinRoom), |r: RoomRequest| {
+            rooms::join(node, conn, r)
+        }),
+        T::LeaveRoom => run(conn, t, data, None, |r: RoomRequest| {
+            rooms::leave(node, conn, r)
+        }),
+        T::CreateRoom => run(
+            conn,
+            t,
+            data,
+            Some(P::CreateRoom),
+            |r: CreateRoomRequest| rooms::create(node, r),
+        ),
+        T::DeleteRoom => run(conn, t, data, Some(P::DeleteRoom), |r: RoomRequest| {
+            rooms::delete(node, conn, r)
+        }),
+        T::ListRooms => run(conn, t, data, None, |_: Empty| rooms::list(node)),
+        T::RoomMembers => run(conn, t, data, None, |r: RoomRequest| {
+            rooms::members(node, r)
+        }),
+        T::RoomMessage => run(
+            conn,
+            t,
+            data,
+            Some(P::SendMessage),
+            |r: RoomMessageRequest| messaging::room_message(node, conn, r),
+        ),
+        T::DirectMessage => run(
+            conn,
+            t,
+            data,
+            Some(P::SendMessage),
+            |r: DirectMessageRequest| messaging::direct_message(node, conn, r),
+        ),
+        T::Broadcast => run(
+            conn,
+            t,
+            data,
+            Some(P::BroadcastMessage),
+            |r: BroadcastRequest| messaging::broadcast(node, conn, r),
+        ),
+        T::Pong
+        | T::RoomJoined
+        | T::RoomLeft
+        | T::Error
+        | T::Connected
+        | T::RoomCreated
+        | T::RoomDeleted
+        | T::RoomList => return None,
+    };
+    Some(result)
+}
+
+/// The request types, and the room each targets (for room-scoped permissions).
+pub(super) trait Request {
+    fn room(&self) -> Option<&str> {
+        None
+    }
+}
+
+#[derive(Deserialize)]
+struct Empty {}
+
+impl Request for Empty {}
+impl Request for PingRequest {}
+impl Request for DirectMessageRequest<'_> {}
+impl Request for BroadcastRequest<'_> {}
+impl Request for RoomRequest {
+    fn room(&self) -> Option<&str> {
+        Some(&self.room_id)
+    }
+}
+impl Request for CreateRoomRequest {
+    fn room(&self) -> Option<&str> {
+        Some(&self.room_id)
+    }
+}
+impl Request for RoomMessageRequest<'_> {
+    fn room(&self) -> Option<&str> {
+        Some(&self.room_id)
+    }
+}
+
+/// Parses `data` as `R` (error 1001 naming the problem), checks `permission` for the
+/// request's room (error 2001), then runs `handler`.
+fn run<'a, R: Deserialize<'a> + Request>(
+    conn: &ConnHandle,
+    t: MessageType,
+    data: Option<&'a RawValue>,
+    permission: Option<Permission>,
+    handler: impl FnOnce(R) -> HandlerResult,
+) -> HandlerResult {
+    let raw = data.map_or("{}", |d| d.get());
+    let request: R = serde_json::from_str(raw).map_err(|e| {
+        HandlerError::new(ErrorCode::InvalidFormat, format!("invalid data for {t}"))
+            .with_details(e.to_string().into())
+    })?;
+    if let Some(room) = request.room() {
+        validate_room_id(room)?;
+    }
+    if let Some(p) = permission {
+        auth::authorize(&conn.permissions, p, request.room())?;
+    }
+    handler(request)
+}
+
+/// Room ids are 1..=256 bytes without control characters.
+fn validate_room_id(id: &str) -> Result<RoomId, HandlerError> {
+    let why = if id.is_empty() {
+        "room_id must not be empty"
+    } else if id.len() > MAX_ROOM_ID_LEN {
+        "room_id is longer than 256 bytes"
+    } else if id.chars().any(char::is_control) {
+        "room_id must not contain control characters"
+    } else {
+        return Ok(RoomId::from(id));
+    };
+    Err(HandlerError::new(ErrorCode::InvalidFormat, why))
+}

@@ -1,0 +1,88 @@
+//! Room membership and the room registry: join, leave, create, delete, list, members.
+
+use std::sync::Arc;
+
+use wshub_protocol::MessageType;
+use wshub_protocol::messages::{
+    CreateRoomRequest, RoomCreated, RoomDeleted, RoomList, RoomMembers, RoomRequest, RoomStatus,
+};
+
+use crate::conn::ConnHandle;
+use crate::dispatch::{HandlerResult, Reply};
+use crate::ids::RoomId;
+use crate::node::Node;
+use crate::sdk::Client;
+
+pub(super) fn join(node: &Arc<Node>, conn: &Arc<ConnHandle>, req: RoomRequest) -> HandlerResult {
+    let room = RoomId::from(req.room_id);
+    node.hub.join(&room, conn)?;
+    node.hooks
+        .join(&Client::new(node.clone(), conn.clone()), room.as_str());
+    status(MessageType::RoomJoined, room, "joined")
+}
+
+pub(super) fn leave(node: &Arc<Node>, conn: &Arc<ConnHandle>, req: RoomRequest) -> HandlerResult {
+    node.hub.leave(&req.room_id, conn)?;
+    node.hooks
+        .leave(&Client::new(node.clone(), conn.clone()), &req.room_id);
+    status(MessageType::RoomLeft, RoomId::from(req.room_id), "left")
+}
+
+fn status(t: MessageType, room: RoomId, status: &str) -> HandlerResult {
+    Reply::of(
+        t,
+        &RoomStatus {
+            room_id: room.to_string(),
+            status: status.to_owned(),
+        },
+    )
+    .map(Some)
+}
+
+pub(super) fn create(node: &Node, req: CreateRoomRequest) -> HandlerResult {
+    let info = node
+        .hub
+        .create_room(RoomId::from(req.room_id), req.name, req.max_clients)?;
+    Reply::of(
+        MessageType::RoomCreated,
+        &RoomCreated {
+            room_id: info.id,
+            name: info.name,
+            max_clients: info.max_clients,
+        },
+    )
+    .map(Some)
+}
+
+pub(super) fn delete(node: &Node, conn: &ConnHandle, req: RoomRequest) -> HandlerResult {
+    node.hub.delete_room(&req.room_id, Some(conn.conn_id))?;
+    Reply::of(
+        MessageType::RoomDeleted,
+        &RoomDeleted {
+            room_id: req.room_id,
+        },
+    )
+    .map(Some)
+}
+
+pub(super) fn list(node: &Node) -> HandlerResult {
+    Reply::of(
+        MessageType::RoomList,
+        &RoomList {
+            rooms: node.hub.list_rooms(),
+        },
+    )
+    .map(Some)
+}
+
+pub(super) fn members(node: &Node, req: RoomRequest) -> HandlerResult {
+    let members = node.hub.members(&req.room_id)?;
+    Reply::of(
+        MessageType::RoomMembers,
+        &RoomMembers {
+            room_id: req.room_id,
+            members,
+        },
+    )
+    .map(Some)
+}

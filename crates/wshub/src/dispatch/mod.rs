@@ -1,0 +1,187 @@
+//! `message_type` -> handler. Decodes each inbound envelope once, checks the permission the
+//! handler declares, runs the handler, and frames its reply or error with the request's
+//! correlation id. Handlers never frame errors or check permissions themselves.
+//!
+//! Built-in types are matched on [`MessageType`]; anything else goes to the custom handlers
+//! registered through the SDK; an unknown type gets error 1000 and the connection stays
+//! open. Handlers run inline in the connection's read loop, so one client's messages are
+//! handled in the order it sent them.
+
+pub(crate) mod handlers;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use wshub_protocol::{DecodeError, ErrorCode, ErrorData, InboundEnvelope, MessageType};
+
+use crate::conn::ConnHandle;
+use crate::hub::HubError;
+use crate::node::Node;
+use crate::sdk::Client;
+
+/// A failure a handler reports to the client as an `error` frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandlerError {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+    pub details: Option<serde_json::Value>,
+}
+
+impl HandlerError {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        HandlerError {
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// The code with its default message.
+    pub fn code(code: ErrorCode) -> Self {
+        HandlerError::new(code, code.default_message())
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_u16(), self.message)
+    }
+}
+
+impl std::error::Error for HandlerError {}
+
+impl From<HubError> for HandlerError {
+    fn from(e: HubError) -> Self {
+        HandlerError::code(e.code())
+    }
+}
+
+impl From<DecodeError> for HandlerError {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::InvalidFormat(why) => {
+                HandlerError::code(ErrorCode::InvalidFormat).with_details(why.into())
+            }
+            DecodeError::InvalidMessageId(why) => {
+                HandlerError::code(ErrorCode::InvalidMessageId).with_details(why.into())
+            }
+        }
+    }
+}
+
+impl From<serde_json::Error> for HandlerError {
+    /// Serializing a reply failed: the server's fault, not the client's.
+    fn from(e: serde_json::Error) -> Self {
+        tracing::error!(error = %e, "failed to encode a reply");
+        HandlerError::code(ErrorCode::ServerError)
+    }
+}
+
+/// A handler's reply: sent back to the requester with its correlation id.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    message_type: Cow<'static, str>,
+    data: Box<RawValue>,
+}
+
+impl Reply {
+    pub fn new(
+        message_type: impl Into<Cow<'static, str>>,
+        data: &impl Serialize,
+    ) -> Result<Self, HandlerError> {
+        Ok(Reply {
+            message_type: message_type.into(),
+            data: serde_json::value::to_raw_value(data)?,
+        })
+    }
+
+    pub(crate) fn of(t: MessageType, data: &impl Serialize) -> Result<Self, HandlerError> {
+        Reply::new(t.as_str(), data)
+    }
+}
+
+pub type HandlerResult = Result<Option<Reply>, HandlerError>;
+
+/// Handles one inbound text or binary message of `conn`.
+pub(crate) async fn dispatch(node: &Arc<Node>, conn: &Arc<ConnHandle>, frame: &[u8]) {
+    let env = match InboundEnvelope::decode(frame) {
+        Ok(env) => env,
+        Err(e) => {
+            tracing::debug!(client_id = %conn.client_id, error = %e, "undecodable message");
+            send_error(node, conn, &HandlerError::from(e), None);
+            return;
+        }
+    };
+    let correlation = env.correlation_id();
+    let client = Client::new(node.clone(), conn.clone());
+    node.hooks.message(&client, &env.message_type, env.data);
+
+    let result = match MessageType::parse(&env.message_type)
+        .and_then(|t| handlers::builtin(node, conn, t, env.data))
+    {
+        Some(result) => result,
+        None => match node.custom_handlers.get(env.message_type.as_ref()) {
+            Some(handler) => {
+                let data = match env.data {
+                    Some(raw) => serde_json::from_str(raw.get()).unwrap_or_default(),
+                    None => serde_json::Value::Null,
+                };
+                handler(client, data).await
+            }
+            None => Err(unknown_type(&env.message_type)),
+        },
+    };
+    match result {
+        Ok(Some(reply)) => match node
+            .hub
+            .frame(&reply.message_type, &*reply.data, correlation)
+        {
+            Ok(frame) => {
+                conn.send(frame);
+            }
+            Err(e) => send_error(node, conn, &HandlerError::from(e), correlation),
+        },
+        Ok(None) => {}
+        Err(e) => send_error(node, conn, &e, correlation),
+    }
+}
+
+fn unknown_type(message_type: &str) -> HandlerError {
+    let mut shown: String = message_type.chars().take(64).collect();
+    if shown.len() < message_type.len() {
+        shown.push('…');
+    }
+    HandlerError::new(ErrorCode::Unknown, "unknown message type")
+        .with_details(serde_json::json!({ "message_type": shown }))
+}
+
+/// Queues an `error` frame to `conn`.
+pub(crate) fn send_error(
+    node: &Node,
+    conn: &ConnHandle,
+    error: &HandlerError,
+    correlation: Option<i64>,
+) {
+    let data = ErrorData {
+        code: error.code,
+        message: error.message.to_string(),
+        request_id: correlation.unwrap_or(0),
+        details: error.details.clone(),
+    };
+    match node
+        .hub
+        .frame(MessageType::Error.as_str(), &data, correlation)
+    {
+        Ok(frame) => {
+            conn.send(frame);
+        }
+        Err(e) => tracing::error!(error = %e, "failed to encode an error frame"),
+    }
+}

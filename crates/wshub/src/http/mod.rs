@@ -1,0 +1,110 @@
+//! The HTTP side: one listener serves `/ws` (the WebSocket upgrade), `/health` and, later,
+//! the admin API, through one axum router.
+//!
+//! We run hyper's HTTP/1 connection ourselves instead of `axum::serve` so that the upgraded
+//! connection can be downcast back to the plain `TcpStream` (no wrapper in between): the
+//! socket is then split into owned halves with no lock, and the upgrade costs no buffers
+//! beyond what `conn` allocates itself.
+
+mod upgrade;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::node::Node;
+
+/// The remote address of the HTTP connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RemoteAddr(pub(crate) SocketAddr);
+
+pub(crate) fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/ws", get(upgrade::ws_handler))
+        .route("/health", get(health))
+        .with_state(node)
+}
+
+/// Accepts until the node shuts down. Each TCP connection gets its own hyper HTTP/1 task.
+pub(crate) async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
+    let router = router(node.clone());
+    loop {
+        let (tcp, remote) = tokio::select! {
+            _ = node.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let shutdown = node.shutdown.clone();
+        node.tasks.spawn(async move {
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(RemoteAddr(remote));
+                    router.clone().oneshot(req)
+                },
+            );
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, %remote, "http connection error");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    tracing::info!("listener stopped accepting");
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    time: String,
+    version: &'static str,
+    node_id: String,
+    bus: &'static str,
+    uptime_seconds: u64,
+    clients: usize,
+}
+
+async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let draining = node.shutdown.is_cancelled();
+    let body = Health {
+        status: if draining { "draining" } else { "ok" },
+        time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        version: env!("CARGO_PKG_VERSION"),
+        node_id: node.hub.node_id().to_string(),
+        bus: "local",
+        uptime_seconds: node.started.elapsed().as_secs(),
+        clients: node.hub.client_count(),
+    };
+    let status = if draining {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        http::StatusCode::OK
+    };
+    (status, Json(body))
+}

@@ -1,0 +1,392 @@
+//! One node's state: its connected clients and its rooms, and local fan-out.
+//!
+//! The hub only pushes ready frames into connection queues ([`ConnHandle::send`]); it never
+//! touches a socket and never waits. Maps are sharded (`DashMap`) so joins and publishes in
+//! different rooms do not contend, and no lock is held across an `.await`.
+//!
+//! Invariants:
+//! - A client id maps to at most one connection; registering a second replaces the first,
+//!   whose room memberships are removed at once (before it is closed).
+//! - Cleanup compares connection ids, so a replaced connection's late cleanup never removes
+//!   the membership of the connection that replaced it.
+//! - An auto-created room is removed when its last member leaves; the check and the removal
+//!   happen under the room map's shard lock, and joins insert under the same lock, so a join
+//!   can't land in a room that is being removed.
+
+mod room;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use serde::Serialize;
+use wshub_protocol::messages::{Member, RoomDeleted, RoomInfo};
+use wshub_protocol::{ErrorCode, MessageType, close};
+
+use crate::config::RoomsConfig;
+use crate::conn::{ConnHandle, SendOutcome};
+use crate::ids::{ClientId, NodeId, RoomId};
+use crate::wire;
+
+pub(crate) use room::Room;
+
+/// Why a hub operation failed; each maps to one protocol error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    #[error("room not found")]
+    RoomNotFound,
+    #[error("room already exists")]
+    RoomExists,
+    #[error("room is full")]
+    RoomFull,
+    #[error("client not in room")]
+    NotInRoom,
+    #[error("client already in room")]
+    AlreadyInRoom,
+    #[error("client not found")]
+    ClientNotFound,
+}
+
+impl HubError {
+    pub fn code(self) -> ErrorCode {
+        match self {
+            HubError::RoomNotFound => ErrorCode::RoomNotFound,
+            HubError::RoomExists => ErrorCode::RoomAlreadyExists,
+            HubError::RoomFull => ErrorCode::RoomFull,
+            HubError::NotInRoom => ErrorCode::NotInRoom,
+            HubError::AlreadyInRoom => ErrorCode::AlreadyInRoom,
+            HubError::ClientNotFound => ErrorCode::ClientNotFound,
+        }
+    }
+}
+
+/// Counts from one fan-out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Frames queued.
+    pub queued: usize,
+    /// Recipients disconnected because their queue was full.
+    pub slow_consumers: usize,
+}
+
+impl Delivery {
+    fn record(&mut self, outcome: SendOutcome) {
+        match outcome {
+            SendOutcome::Queued => self.queued += 1,
+            SendOutcome::SlowConsumer => self.slow_consumers += 1,
+            SendOutcome::Closed => {}
+        }
+    }
+}
+
+pub(crate) struct Hub {
+    node_id: NodeId,
+    clients: DashMap<ClientId, Arc<ConnHandle>>,
+    rooms: DashMap<RoomId, Arc<Room>>,
+    rooms_config: std::sync::RwLock<RoomsConfig>,
+    next_message_id: AtomicU64,
+}
+
+impl Hub {
+    pub(crate) fn new(node_id: NodeId, rooms_config: RoomsConfig) -> Self {
+        Hub {
+            node_id,
+            clients: DashMap::new(),
+            rooms: DashMap::new(),
+            rooms_config: std::sync::RwLock::new(rooms_config),
+            next_message_id: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    fn rooms_config(&self) -> RoomsConfig {
+        self.rooms_config
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    /// Encodes and frames one envelope with a fresh node-unique message id.
+    pub(crate) fn frame<D: Serialize + ?Sized>(
+        &self,
+        message_type: &str,
+        data: &D,
+        request_id: Option<i64>,
+    ) -> Result<Bytes, serde_json::Error> {
+        let id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
+        wire::envelope_frame(id, message_type, data, request_id)
+    }
+
+    // ---- clients ----
+
+    /// Registers a connection. Returns the connection it replaced, already removed from its
+    /// rooms and told to close.
+    pub(crate) fn register(&self, conn: Arc<ConnHandle>) -> Option<Arc<ConnHandle>> {
+        let old = self.clients.insert(conn.client_id.clone(), conn)?;
+        self.leave_all(&old);
+        old.close(close::REPLACED, close::reason::REPLACED);
+        Some(old)
+    }
+
+    /// Removes a connection that ended, and its room memberships. Returns the rooms it left.
+    pub(crate) fn unregister(&self, conn: &Arc<ConnHandle>) -> Vec<RoomId> {
+        self.clients
+            .remove_if(&conn.client_id, |_, c| c.conn_id == conn.conn_id);
+        self.leave_all(conn)
+    }
+
+    pub(crate) fn client(&self, id: &str) -> Option<Arc<ConnHandle>> {
+        self.clients.get(id).map(|c| c.value().clone())
+    }
+
+    pub(crate) fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub(crate) fn client_ids(&self) -> Vec<ClientId> {
+        let mut ids: Vec<ClientId> = self.clients.iter().map(|c| c.key().clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    // ---- rooms ----
+
+    pub(crate) fn create_room(
+        &self,
+        id: RoomId,
+        name: Option<String>,
+        max_clients: Option<u32>,
+    ) -> Result<RoomInfo, HubError> {
+        let max_clients = max_clients.unwrap_or_else(|| self.rooms_config().default_max_clients);
+        match self.rooms.entry(id.clone()) {
+            Entry::Occupied(_) => Err(HubError::RoomExists),
+            Entry::Vacant(v) => {
+                let name = name.unwrap_or_else(|| id.to_string());
+                v.insert(Arc::new(Room::new(
+                    id.clone(),
+                    name.clone(),
+                    max_clients,
+                    false,
+                )));
+                tracing::info!(room_id = %id, max_clients, "room created");
+                Ok(RoomInfo {
+                    id: id.to_string(),
+                    name,
+                    max_clients,
+                    members: 0,
+                })
+            }
+        }
+    }
+
+    /// Deletes a room; every member is removed and gets `room_deleted` (but `exclude`, a
+    /// connection id: the requester, who gets the reply instead).
+    pub(crate) fn delete_room(&self, id: &str, exclude: Option<u64>) -> Result<Delivery, HubError> {
+        let (_, room) = self.rooms.remove(id).ok_or(HubError::RoomNotFound)?;
+        let members: Vec<Arc<ConnHandle>> = room
+            .members
+            .write()
+            .map(|mut m| m.drain().map(|(_, c)| c).collect())
+            .unwrap_or_default();
+        let mut delivery = Delivery::default();
+        if let Ok(frame) = self.frame(
+            MessageType::RoomDeleted.as_str(),
+            &RoomDeleted {
+                room_id: id.to_owned(),
+            },
+            None,
+        ) {
+            for m in &members {
+                m.remove_room(id);
+                if Some(m.conn_id) != exclude {
+                    delivery.record(m.send(frame.clone()));
+                }
+            }
+        }
+        tracing::info!(room_id = %id, members = members.len(), "room deleted");
+        Ok(delivery)
+    }
+
+    /// Joins `conn` to a room, creating it when `rooms.auto_create` is on.
+    pub(crate) fn join(&self, room_id: &RoomId, conn: &Arc<ConnHandle>) -> Result<(), HubError> {
+        let cfg = self.rooms_config();
+        // The shard guard (`Ref` or `RefMut`) is held while the member is inserted, so the
+        // room can't be removed by `leave` in between (see the module invariants).
+        let guard = match self.rooms.get(room_id) {
+            Some(r) => r,
+            None if cfg.auto_create => self
+                .rooms
+                .entry(room_id.clone())
+                .or_insert_with(|| {
+                    Arc::new(Room::new(
+                        room_id.clone(),
+                        room_id.to_string(),
+                        cfg.default_max_clients,
+                        true,
+                    ))
+                })
+                .downgrade(),
+            None => return Err(HubError::RoomNotFound),
+        };
+        let room = guard.value();
+        let mut members = room.members.write().map_err(|_| HubError::RoomNotFound)?;
+        if members.contains_key(&conn.client_id) {
+            return Err(HubError::AlreadyInRoom);
+        }
+        if room.max_clients > 0 && members.len() >= room.max_clients as usize {
+            return Err(HubError::RoomFull);
+        }
+        members.insert(conn.client_id.clone(), conn.clone());
+        conn.add_room(room_id.clone());
+        Ok(())
+    }
+
+    /// Removes `conn` from a room; an emptied auto-created room is removed.
+    pub(crate) fn leave(&self, room_id: &str, conn: &Arc<ConnHandle>) -> Result<(), HubError> {
+        self.remove_member(room_id, conn)?;
+        conn.remove_room(room_id);
+        Ok(())
+    }
+
+    /// The room side of leaving: `conn`'s own room list is the caller's business.
+    fn remove_member(&self, room_id: &str, conn: &ConnHandle) -> Result<(), HubError> {
+        let room = self
+            .rooms
+            .get(room_id)
+            .map(|r| r.value().clone())
+            .ok_or(HubError::RoomNotFound)?;
+        let removed = room
+            .members
+            .write()
+            .map(|mut m| {
+                // Only this connection's membership: a newer connection with the same client
+                // id may already be a member.
+                let mine = m
+                    .get(&conn.client_id)
+                    .is_some_and(|c| c.conn_id == conn.conn_id);
+                if mine {
+                    m.remove(&conn.client_id);
+                }
+                mine
+            })
+            .unwrap_or(false);
+        if !removed {
+            return Err(HubError::NotInRoom);
+        }
+        if room.auto_created {
+            self.rooms.remove_if(room_id, |_, r| {
+                Arc::ptr_eq(r, &room) && r.member_count() == 0
+            });
+        }
+        Ok(())
+    }
+
+    fn leave_all(&self, conn: &ConnHandle) -> Vec<RoomId> {
+        let mut rooms = conn.take_rooms();
+        rooms.retain(|room| self.remove_member(room.as_str(), conn).is_ok());
+        rooms
+    }
+
+    pub(crate) fn is_member(&self, room_id: &str, conn: &ConnHandle) -> Result<bool, HubError> {
+        let room = self.rooms.get(room_id).ok_or(HubError::RoomNotFound)?;
+        Ok(room
+            .members
+            .read()
+            .map(|m| {
+                m.get(&conn.client_id)
+                    .is_some_and(|c| c.conn_id == conn.conn_id)
+            })
+            .unwrap_or(false))
+    }
+
+    pub(crate) fn room_info(&self, room_id: &str) -> Option<RoomInfo> {
+        self.rooms.get(room_id).map(|r| RoomInfo {
+            id: r.id.to_string(),
+            name: r.name.clone(),
+            max_clients: r.max_clients,
+            members: r.member_count(),
+        })
+    }
+
+    pub(crate) fn list_rooms(&self) -> Vec<RoomInfo> {
+        let ids: Vec<RoomId> = self.rooms.iter().map(|r| r.key().clone()).collect();
+        let mut rooms: Vec<RoomInfo> = ids
+            .iter()
+            .filter_map(|id| self.room_info(id.as_str()))
+            .collect();
+        rooms.sort_by(|a, b| a.id.cmp(&b.id));
+        rooms
+    }
+
+    pub(crate) fn members(&self, room_id: &str) -> Result<Vec<Member>, HubError> {
+        let room = self
+            .rooms
+            .get(room_id)
+            .map(|r| r.value().clone())
+            .ok_or(HubError::RoomNotFound)?;
+        Ok(room
+            .member_ids()
+            .into_iter()
+            .map(|id| Member {
+                client_id: id.to_string(),
+            })
+            .collect())
+    }
+
+    // ---- fan-out ----
+
+    /// Queues `frame` to every member of a room but `exclude` (a connection id).
+    pub(crate) fn publish_room(
+        &self,
+        room_id: &str,
+        frame: &Bytes,
+        exclude: Option<u64>,
+    ) -> Result<Delivery, HubError> {
+        let room = self
+            .rooms
+            .get(room_id)
+            .map(|r| r.value().clone())
+            .ok_or(HubError::RoomNotFound)?;
+        let mut delivery = Delivery::default();
+        if let Ok(members) = room.members.read() {
+            for conn in members.values() {
+                if Some(conn.conn_id) != exclude {
+                    delivery.record(conn.send(frame.clone()));
+                }
+            }
+        }
+        Ok(delivery)
+    }
+
+    /// Queues `frame` to one client.
+    pub(crate) fn send_to_client(&self, client_id: &str, frame: Bytes) -> Result<(), HubError> {
+        let conn = self.client(client_id).ok_or(HubError::ClientNotFound)?;
+        match conn.send(frame) {
+            SendOutcome::Queued | SendOutcome::SlowConsumer => Ok(()),
+            SendOutcome::Closed => Err(HubError::ClientNotFound),
+        }
+    }
+
+    /// Queues `frame` to every client on this node but `exclude` (a connection id).
+    pub(crate) fn broadcast(&self, frame: &Bytes, exclude: Option<u64>) -> Delivery {
+        let mut delivery = Delivery::default();
+        for conn in self.clients.iter() {
+            if Some(conn.conn_id) != exclude {
+                delivery.record(conn.send(frame.clone()));
+            }
+        }
+        delivery
+    }
+
+    /// Closes every connection (shutdown).
+    pub(crate) fn close_all(&self, code: u16, reason: &'static str) {
+        for conn in self.clients.iter() {
+            conn.close(code, reason);
+        }
+    }
+}

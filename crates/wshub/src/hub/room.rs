@@ -1,0 +1,45 @@
+//! One room on this node: its settings and its local members.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::conn::ConnHandle;
+use crate::ids::{ClientId, RoomId};
+
+pub(crate) struct Room {
+    pub(crate) id: RoomId,
+    pub(crate) name: String,
+    /// 0 = unlimited.
+    pub(crate) max_clients: u32,
+    /// Created by a `join_room` rather than explicitly; removed when it empties.
+    pub(crate) auto_created: bool,
+    /// Local members. Read-locked for fan-out (pushing into queues never blocks), write-locked
+    /// for join/leave. Never held across an `.await`.
+    pub(crate) members: RwLock<HashMap<ClientId, Arc<ConnHandle>>>,
+}
+
+impl Room {
+    pub(crate) fn new(id: RoomId, name: String, max_clients: u32, auto_created: bool) -> Self {
+        Room {
+            id,
+            name,
+            max_clients,
+            auto_created,
+            members: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn member_count(&self) -> usize {
+        self.members.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub(crate) fn member_ids(&self) -> Vec<ClientId> {
+        let mut ids: Vec<ClientId> = self
+            .members
+            .read()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+}

@@ -1,0 +1,36 @@
+//! wshub: a distributed WebSocket hub, wire-compatible with GoHub.
+//!
+//! Data flows one way (see `docs/DESIGN.md`):
+//!
+//! ```text
+//! socket -> conn (frames, limits) -> dispatch (decode, permission, handler)
+//!        -> hub (local fan-out) -> conn queues -> socket
+//! ```
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | the configuration structs and their defaults |
+//! | `http` | the listener, the `/ws` upgrade, `/health` |
+//! | `conn` | one connection: frame reader, bounded queue, writer task |
+//! | `dispatch` | `message_type` -> handler; built-in handlers in `dispatch::handlers` |
+//! | `hub` | connected clients, rooms, local fan-out |
+//! | `auth` | permissions and the one permission check |
+//! | `wire` | outbound frames, encoded once and shared |
+//! | [`sdk`] | the embedding API: [`Server::builder`], handlers, hooks |
+
+pub mod auth;
+pub mod config;
+mod conn;
+mod dispatch;
+mod http;
+mod hub;
+pub mod ids;
+mod node;
+pub mod sdk;
+mod wire;
+
+pub use config::Config;
+pub use dispatch::{HandlerError, HandlerResult, Reply};
+pub use hub::{Delivery, HubError};
+pub use sdk::{Client, RunningServer, Server, ServerBuilder, ServerHandle};
+pub use wshub_protocol as protocol;

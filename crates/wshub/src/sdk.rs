@@ -1,0 +1,453 @@
+//! The embedding API: build a server, register handlers for your own message types, hook
+//! into connection events, and push messages to clients, rooms or everyone.
+//!
+//! ```no_run
+//! use wshub::{Config, HandlerError, Reply, Server};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let server = Server::builder()
+//!     .config(Config::default())
+//!     .handler("echo", |client, data| async move {
+//!         tracing::info!(client = %client.id(), "echo");
+//!         Ok(Some(Reply::new("echo_reply", &data)?))
+//!     })
+//!     .on_connect(|client| tracing::info!(client = %client.id(), "hello"))
+//!     .build()
+//!     .expect("valid handler names");
+//! let running = server.bind().await?;
+//! running.wait().await;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::net::TcpListener;
+use wshub_protocol::MessageType;
+use wshub_protocol::messages::RoomInfo;
+
+use crate::config::Config;
+use crate::conn::{ConnHandle, SendOutcome};
+use crate::dispatch::HandlerResult;
+use crate::hub::{Delivery, Hub, HubError};
+use crate::ids::{NodeId, RoomId};
+use crate::node::Node;
+
+pub(crate) type CustomHandler = Arc<
+    dyn Fn(Client, serde_json::Value) -> Pin<Box<dyn Future<Output = HandlerResult> + Send>>
+        + Send
+        + Sync,
+>;
+
+type ClientHook = Arc<dyn Fn(&Client) + Send + Sync>;
+type RoomHook = Arc<dyn Fn(&Client, &str) + Send + Sync>;
+type DisconnectHook = Arc<dyn Fn(&Client, u16, &str) + Send + Sync>;
+type MessageHook = Arc<dyn Fn(&Client, &str, Option<&RawValue>) + Send + Sync>;
+
+/// Event hooks. They run inline on the connection's task: keep them short, and spawn for
+/// anything slow.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    on_connect: Vec<ClientHook>,
+    on_disconnect: Vec<DisconnectHook>,
+    on_join: Vec<RoomHook>,
+    on_leave: Vec<RoomHook>,
+    on_message: Vec<MessageHook>,
+}
+
+impl Hooks {
+    pub(crate) fn connect(&self, c: &Client) {
+        self.on_connect.iter().for_each(|h| h(c));
+    }
+    pub(crate) fn disconnect(&self, c: &Client, code: u16, reason: &str) {
+        self.on_disconnect.iter().for_each(|h| h(c, code, reason));
+    }
+    pub(crate) fn join(&self, c: &Client, room: &str) {
+        self.on_join.iter().for_each(|h| h(c, room));
+    }
+    pub(crate) fn leave(&self, c: &Client, room: &str) {
+        self.on_leave.iter().for_each(|h| h(c, room));
+    }
+    pub(crate) fn message(&self, c: &Client, message_type: &str, data: Option<&RawValue>) {
+        self.on_message
+            .iter()
+            .for_each(|h| h(c, message_type, data));
+    }
+}
+
+/// Why [`ServerBuilder::build`] refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BuildError {
+    #[error("message type {0:?} is built in and cannot be replaced by a custom handler")]
+    BuiltinType(String),
+    #[error("message type must not be empty")]
+    EmptyType,
+}
+
+/// Why sending to a client from the SDK failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("client not found")]
+    ClientNotFound,
+    #[error("room not found")]
+    RoomNotFound,
+    #[error("the client's outbound queue is full; it is being disconnected")]
+    SlowConsumer,
+    #[error("encoding the message failed: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Builds a [`Server`].
+#[derive(Default)]
+pub struct ServerBuilder {
+    config: Config,
+    handlers: HashMap<String, CustomHandler>,
+    hooks: Hooks,
+    errors: Vec<BuildError>,
+}
+
+impl ServerBuilder {
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Handles `message_type` with `handler(client, data)`. Returning `Ok(Some(reply))` sends
+    /// the reply to the client with the request's correlation id; `Err(e)` sends an `error`
+    /// frame with `e`'s code.
+    pub fn handler<F, Fut>(mut self, message_type: &str, handler: F) -> Self
+    where
+        F: Fn(Client, serde_json::Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        if message_type.is_empty() {
+            self.errors.push(BuildError::EmptyType);
+        } else if MessageType::parse(message_type).is_some() {
+            self.errors
+                .push(BuildError::BuiltinType(message_type.to_owned()));
+        } else {
+            let handler: CustomHandler = Arc::new(move |c, d| Box::pin(handler(c, d)));
+            self.handlers.insert(message_type.to_owned(), handler);
+        }
+        self
+    }
+
+    pub fn on_connect(mut self, f: impl Fn(&Client) + Send + Sync + 'static) -> Self {
+        self.hooks.on_connect.push(Arc::new(f));
+        self
+    }
+
+    /// `f(client, close_code, reason)` once the client is gone from every room.
+    pub fn on_disconnect(mut self, f: impl Fn(&Client, u16, &str) + Send + Sync + 'static) -> Self {
+        self.hooks.on_disconnect.push(Arc::new(f));
+        self
+    }
+
+    pub fn on_join(mut self, f: impl Fn(&Client, &str) + Send + Sync + 'static) -> Self {
+        self.hooks.on_join.push(Arc::new(f));
+        self
+    }
+
+    /// Also called for each room a client was in when it disconnects.
+    pub fn on_leave(mut self, f: impl Fn(&Client, &str) + Send + Sync + 'static) -> Self {
+        self.hooks.on_leave.push(Arc::new(f));
+        self
+    }
+
+    /// `f(client, message_type, data)` for every decoded inbound message, before its handler.
+    pub fn on_message(
+        mut self,
+        f: impl Fn(&Client, &str, Option<&RawValue>) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.on_message.push(Arc::new(f));
+        self
+    }
+
+    pub fn build(mut self) -> Result<Server, BuildError> {
+        if let Some(e) = self.errors.pop() {
+            return Err(e);
+        }
+        let node_id = match self.config.cluster.node_id.as_str() {
+            "" => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                NodeId::from(format!("node-{}", &id[..8]))
+            }
+            id => NodeId::from(id),
+        };
+        let hub = Hub::new(node_id, self.config.rooms.clone());
+        Ok(Server {
+            node: Arc::new(Node::new(hub, self.config, self.handlers, self.hooks)),
+        })
+    }
+}
+
+/// A configured node, not yet listening.
+pub struct Server {
+    node: Arc<Node>,
+}
+
+impl Server {
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            node: self.node.clone(),
+        }
+    }
+
+    /// Binds `server.addr` and starts serving.
+    pub async fn bind(self) -> std::io::Result<RunningServer> {
+        let listener = TcpListener::bind(&self.node.config().server.addr).await?;
+        self.serve(listener)
+    }
+
+    /// Starts serving on `listener` (tests bind `127.0.0.1:0`).
+    pub fn serve(self, listener: TcpListener) -> std::io::Result<RunningServer> {
+        let local_addr = listener.local_addr()?;
+        let node = self.node;
+        let accept = tokio::spawn(crate::http::accept_loop(node.clone(), listener));
+        tracing::info!(addr = %local_addr, node_id = %node.hub.node_id(), "wshub listening");
+        Ok(RunningServer {
+            local_addr,
+            handle: ServerHandle { node },
+            accept,
+        })
+    }
+}
+
+/// A serving node.
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    handle: ServerHandle,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Runs until [`ServerHandle::shutdown`] is called.
+    pub async fn wait(self) {
+        let _ = self.accept.await;
+    }
+
+    /// Stops accepting, closes every connection with 1001, and waits (up to `timeout`) for
+    /// connection tasks to finish.
+    pub async fn shutdown(self, timeout: Duration) {
+        let node = self.handle.node.clone();
+        self.handle.shutdown();
+        let _ = self.accept.await;
+        node.tasks.close();
+        if tokio::time::timeout(timeout, node.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = node.tasks.len(),
+                "shutdown timed out with tasks still running"
+            );
+        }
+    }
+}
+
+/// Sends to clients, rooms or everyone on this node, from anywhere. Cheap to clone.
+#[derive(Clone)]
+pub struct ServerHandle {
+    node: Arc<Node>,
+}
+
+impl ServerHandle {
+    pub fn node_id(&self) -> &str {
+        self.node.hub.node_id().as_str()
+    }
+
+    /// Sends an envelope of `message_type` with `data` to one client.
+    pub fn send_to_client(
+        &self,
+        client_id: &str,
+        message_type: &str,
+        data: &impl Serialize,
+    ) -> Result<(), SendError> {
+        let frame = self.node.hub.frame(message_type, data, None)?;
+        self.node
+            .hub
+            .send_to_client(client_id, frame)
+            .map_err(|_| SendError::ClientNotFound)
+    }
+
+    /// Sends an envelope to every member of a room (encoded once).
+    pub fn send_to_room(
+        &self,
+        room_id: &str,
+        message_type: &str,
+        data: &impl Serialize,
+    ) -> Result<Delivery, SendError> {
+        let frame = self.node.hub.frame(message_type, data, None)?;
+        self.node
+            .hub
+            .publish_room(room_id, &frame, None)
+            .map_err(|_| SendError::RoomNotFound)
+    }
+
+    /// Sends an envelope to every client on this node (encoded once).
+    pub fn broadcast(
+        &self,
+        message_type: &str,
+        data: &impl Serialize,
+    ) -> Result<Delivery, SendError> {
+        let frame = self.node.hub.frame(message_type, data, None)?;
+        Ok(self.node.hub.broadcast(&frame, None))
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.node.hub.client_count()
+    }
+
+    pub fn client_ids(&self) -> Vec<String> {
+        self.node
+            .hub
+            .client_ids()
+            .into_iter()
+            .map(|c| c.to_string())
+            .collect()
+    }
+
+    pub fn rooms(&self) -> Vec<RoomInfo> {
+        self.node.hub.list_rooms()
+    }
+
+    pub fn room_members(&self, room_id: &str) -> Result<Vec<String>, HubError> {
+        Ok(self
+            .node
+            .hub
+            .members(room_id)?
+            .into_iter()
+            .map(|m| m.client_id)
+            .collect())
+    }
+
+    /// Creates a room (`max_clients` 0 = unlimited).
+    pub fn create_room(
+        &self,
+        room_id: &str,
+        name: Option<String>,
+        max_clients: Option<u32>,
+    ) -> Result<RoomInfo, HubError> {
+        self.node
+            .hub
+            .create_room(RoomId::from(room_id), name, max_clients)
+    }
+
+    /// Disconnects a client (close 1000).
+    pub fn disconnect(&self, client_id: &str) -> Result<(), HubError> {
+        let conn = self
+            .node
+            .hub
+            .client(client_id)
+            .ok_or(HubError::ClientNotFound)?;
+        conn.close(
+            wshub_protocol::close::NORMAL,
+            wshub_protocol::close::reason::KICKED,
+        );
+        Ok(())
+    }
+
+    /// Starts shutting down: stop accepting, close every connection with 1001.
+    pub fn shutdown(&self) {
+        self.node.shutdown.cancel();
+        self.node.hub.close_all(
+            wshub_protocol::close::GOING_AWAY,
+            wshub_protocol::close::reason::SHUTDOWN,
+        );
+    }
+}
+
+/// One connected client, as handlers and hooks see it. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    node: Arc<Node>,
+    conn: Arc<ConnHandle>,
+}
+
+impl Client {
+    pub(crate) fn new(node: Arc<Node>, conn: Arc<ConnHandle>) -> Self {
+        Client { node, conn }
+    }
+
+    pub fn id(&self) -> &str {
+        self.conn.client_id.as_str()
+    }
+
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.conn.remote
+    }
+
+    /// Rooms this connection is in.
+    pub fn rooms(&self) -> Vec<String> {
+        self.conn
+            .room_list()
+            .into_iter()
+            .map(|r| r.to_string())
+            .collect()
+    }
+
+    /// Sends an envelope to this client.
+    pub fn send(&self, message_type: &str, data: &impl Serialize) -> Result<(), SendError> {
+        let frame = self.node.hub.frame(message_type, data, None)?;
+        match self.conn.send(frame) {
+            SendOutcome::Queued => Ok(()),
+            SendOutcome::SlowConsumer => Err(SendError::SlowConsumer),
+            SendOutcome::Closed => Err(SendError::ClientNotFound),
+        }
+    }
+
+    /// Joins this client to a room, as `join_room` would (without the permission check).
+    pub fn join(&self, room_id: &str) -> Result<(), HubError> {
+        self.node.hub.join(&RoomId::from(room_id), &self.conn)?;
+        self.node.hooks.join(self, room_id);
+        Ok(())
+    }
+
+    pub fn leave(&self, room_id: &str) -> Result<(), HubError> {
+        self.node.hub.leave(room_id, &self.conn)?;
+        self.node.hooks.leave(self, room_id);
+        Ok(())
+    }
+
+    /// Closes this client's connection (close 1000).
+    pub fn disconnect(&self) {
+        self.conn.close(
+            wshub_protocol::close::NORMAL,
+            wshub_protocol::close::reason::KICKED,
+        );
+    }
+
+    pub fn server(&self) -> ServerHandle {
+        ServerHandle {
+            node: self.node.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id())
+            .field("remote", &self.conn.remote)
+            .finish()
+    }
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The one test command: formatting, lints, and the whole test suite.
+# Installs what the suite needs when it is missing (apt-get / npm), so it runs on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+# apt_ensure <command> <package>: installs <package> when <command> is not on PATH.
+apt_ensure() {
+  if ! command -v "$1" >/dev/null 2>&1; then
+    log "installing $2 (for $1)"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2"
+  fi
+}
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  # nextest does not run doctests.
+  cargo test --workspace --locked --doc
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+
+log "all checks passed"
