@@ -1,26 +1,47 @@
-//! Configuration: the structs mirror the YAML keys (`server.hub.*` -> [`HubConfig`]), with
-//! their defaults in `Default` and units documented per field. GoHub's keys keep their names.
+//! Configuration: defaults <- YAML file <- `WSHUB_*` environment <- command-line flags.
 //!
-//! Durations accept humantime strings (`"60s"`, `"500ms"`).
+//! The structs mirror the YAML keys (`server.hub.*` -> [`HubConfig`]); defaults live in each
+//! `Default` impl and units are documented per field. GoHub's `config.yaml` keys load
+//! unchanged. Unknown keys are errors (a typo must not silently fall back to a default), and
+//! every error names the key it is about. Durations accept `"60s"`, `"500ms"`, `"1h"`.
+//!
+//! Environment variables use `__` for nesting: `WSHUB_SERVER__ADDR=127.0.0.1:9000`,
+//! `WSHUB_SERVER__HUB__MESSAGE_BUFFER_CAP=512`.
+//!
+//! [`reload`](crate::sdk::ServerHandle::reload) applies what can change live and names the
+//! keys that need a restart; [`RESTART_KEYS`] lists those.
 
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::time::Duration;
 
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Yaml};
 use serde::{Deserialize, Serialize};
+
+use crate::auth::Permissions;
 
 /// The whole configuration of one node.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// GoHub's `version` key; informational only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     pub server: ServerConfig,
     pub rooms: RoomsConfig,
     pub cluster: ClusterConfig,
+    pub auth: AuthConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
 }
 
 /// `server.*`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Listen address, `host:port`. Default `0.0.0.0:8080`.
+    /// Listen address, `host:port`; GoHub's `":8080"` form means all interfaces.
+    /// Default `0.0.0.0:8080`. Needs a restart.
     pub addr: String,
     pub hub: HubConfig,
 }
@@ -34,7 +55,23 @@ impl Default for ServerConfig {
     }
 }
 
-/// `server.hub.*`: per-connection limits and timers.
+impl ServerConfig {
+    /// `addr` as a socket address (`":8080"` -> `0.0.0.0:8080`).
+    pub fn socket_addr(&self) -> Result<SocketAddr, String> {
+        let addr = if self.addr.starts_with(':') {
+            format!("0.0.0.0{}", self.addr)
+        } else {
+            self.addr.clone()
+        };
+        addr.to_socket_addrs()
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or_else(|| "resolves to no address".to_owned())
+    }
+}
+
+/// `server.hub.*`: per-connection limits and timers. All live-reloadable; `read_timeout` and
+/// `max_message_size` apply to open connections too, the others to new connections.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HubConfig {
@@ -74,7 +111,7 @@ impl Default for HubConfig {
     }
 }
 
-/// `rooms.*`
+/// `rooms.*` (live-reloadable).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoomsConfig {
@@ -94,10 +131,608 @@ impl Default for RoomsConfig {
     }
 }
 
-/// `cluster.*` (the parts a single node uses).
+/// Which bus joins the nodes of a cluster.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BusType {
+    /// In-process: a single node, no broker.
+    #[default]
+    Local,
+    Nats,
+    Redis,
+    /// GoHub's name for "no bus".
+    Noop,
+}
+
+/// `cluster.*` (needs a restart).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// GoHub key: false runs a single node on the in-process bus. Default false.
+    pub enabled: bool,
+    /// `local`, `nats` or `redis` (GoHub's `noop` = `local`). Default `local`.
+    pub bus_type: BusType,
     /// This node's id; generated (`node-<8 hex>`) when empty.
     pub node_id: String,
+    pub nats: NatsConfig,
+    pub redis: RedisConfig,
+}
+
+/// `cluster.nats.*` (GoHub's keys).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    pub urls: Vec<String>,
+    /// Connection name shown by the NATS server.
+    pub name: String,
+    pub username: String,
+    pub password: String,
+    pub token: String,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_wait: Duration,
+    /// -1 = forever.
+    pub max_reconnects: i64,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Publishes that take longer fail with error 1004.
+    #[serde(with = "humantime_serde")]
+    pub op_timeout: Duration,
+    pub use_jetstream: bool,
+    pub stream_name: String,
+    pub consumer_name: String,
+    #[serde(with = "humantime_serde")]
+    pub message_retention: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            urls: vec!["nats://127.0.0.1:4222".into()],
+            name: "wshub".into(),
+            username: String::new(),
+            password: String::new(),
+            token: String::new(),
+            reconnect_wait: Duration::from_secs(2),
+            max_reconnects: -1,
+            connect_timeout: Duration::from_secs(5),
+            op_timeout: Duration::from_millis(500),
+            use_jetstream: false,
+            stream_name: "WSHUB".into(),
+            consumer_name: "wshub-consumer".into(),
+            message_retention: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `cluster.redis.*` (GoHub's keys).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    pub addrs: Vec<String>,
+    pub password: String,
+    pub db: i64,
+    /// `single`, `sentinel` or `cluster` (sharded pub/sub).
+    pub mode: String,
+    pub master_name: String,
+    pub key_prefix: String,
+    pub pool_size: usize,
+    pub min_idle_conns: usize,
+    #[serde(with = "humantime_serde")]
+    pub dial_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_interval: Duration,
+    pub max_retries: i64,
+    /// Publishes that take longer fail with error 1004.
+    #[serde(with = "humantime_serde")]
+    pub op_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            addrs: vec!["127.0.0.1:6379".into()],
+            password: String::new(),
+            db: 0,
+            mode: "single".into(),
+            master_name: String::new(),
+            key_prefix: "wshub:".into(),
+            pool_size: 10,
+            min_idle_conns: 2,
+            dial_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(3),
+            write_timeout: Duration::from_secs(3),
+            retry_interval: Duration::from_millis(200),
+            max_retries: 3,
+            op_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// `auth.*` (live-reloadable).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Require a JWT to connect. Default false: every client is anonymous with all
+    /// permissions (the single-node developer default).
+    pub enabled: bool,
+    /// HMAC key for HS256/384/512 tokens (also what `wshub token` signs with). Secret.
+    pub secret_key: String,
+    /// Required `iss` claim. Default "gohub", for GoHub token compatibility.
+    pub issuer: String,
+    /// With auth on, accept clients without a token (they get `anonymous_permissions`).
+    pub allow_anonymous: bool,
+    /// Permissions of anonymous clients when auth is on. Default `["join:room"]`.
+    pub anonymous_permissions: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: false,
+            secret_key: String::new(),
+            issuer: "gohub".into(),
+            allow_anonymous: true,
+            anonymous_permissions: vec!["join:room".into()],
+        }
+    }
+}
+
+/// `admin.*`: the HTTP admin API (live-reloadable).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// When set, `/api/*` requires `Authorization: Bearer <api_key>`. Secret. Default empty
+    /// (the API is open: set it anywhere but a developer machine).
+    pub api_key: String,
+    /// `sender_id` of messages sent through the API. Default "server".
+    pub sender_id: String,
+    /// Largest request body accepted, in bytes; bigger ones get 413. Default 1 MiB.
+    /// Needs a restart.
+    pub max_body_size: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            api_key: String::new(),
+            sender_id: "server".into(),
+            max_body_size: 1024 * 1024,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (GoHub's `text`).
+    #[default]
+    Text,
+    Json,
+}
+
+/// `log.*`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or an `EnvFilter` directive such as
+    /// `info,wshub=debug`. Live-reloadable. Default `info`.
+    pub level: String,
+    /// `text` or `json`. Needs a restart.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Keys (and key prefixes ending in `.`) whose change needs a restart.
+pub const RESTART_KEYS: &[&str] = &[
+    "server.addr",
+    "cluster.",
+    "log.format",
+    "admin.max_body_size",
+    "version",
+];
+
+/// Why a configuration could not be used. Each line names a key and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .problems.join("\n  "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn one(problem: impl Into<String>) -> Self {
+        ConfigError {
+            problems: vec![problem.into()],
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults <- `file` (when given) <- `WSHUB_*` environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_from(file, Env::prefixed("WSHUB_").split("__"))
+    }
+
+    /// As [`Config::load`] with an explicit environment provider (tests).
+    pub fn load_from(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::one(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Yaml::file_exact(file));
+        }
+        let config: Config = figment.merge(env).extract().map_err(figment_problems)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot: ranges, addresses, permission strings, combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, key: &str, why: &str| {
+            if !ok {
+                problems.push(format!("{key}: {why}"));
+            }
+        };
+        if let Err(e) = self.server.socket_addr() {
+            check(
+                false,
+                "server.addr",
+                &format!("not a host:port address ({e})"),
+            );
+        }
+        let hub = &self.server.hub;
+        check(
+            hub.message_buffer_cap >= 1,
+            "server.hub.message_buffer_cap",
+            "must be at least 1",
+        );
+        check(
+            hub.max_message_size >= 128,
+            "server.hub.max_message_size",
+            "must be at least 128 bytes",
+        );
+        check(
+            hub.read_buffer_size >= 256,
+            "server.hub.read_buffer_size",
+            "must be at least 256 bytes",
+        );
+        check(
+            hub.write_buffer_size >= 1024,
+            "server.hub.write_buffer_size",
+            "must be at least 1024 bytes",
+        );
+        check(
+            !hub.ping_interval.is_zero(),
+            "server.hub.ping_interval",
+            "must be more than 0",
+        );
+        check(
+            !hub.write_timeout.is_zero(),
+            "server.hub.write_timeout",
+            "must be more than 0",
+        );
+        check(
+            hub.read_timeout > hub.ping_interval,
+            "server.hub.read_timeout",
+            "must be longer than server.hub.ping_interval (pongs are what keeps a quiet client alive)",
+        );
+        if let Err(bad) = Permissions::parse(&self.auth.anonymous_permissions) {
+            check(
+                false,
+                "auth.anonymous_permissions",
+                &format!("unknown permission {bad:?}"),
+            );
+        }
+        check(
+            !self.auth.enabled || !self.auth.secret_key.is_empty(),
+            "auth.secret_key",
+            "must be set when auth.enabled is true",
+        );
+        check(
+            valid_log_level(&self.log.level),
+            "log.level",
+            "not a level (error, warn, info, debug, trace) or filter directive",
+        );
+        check(
+            !self.admin.sender_id.is_empty(),
+            "admin.sender_id",
+            "must not be empty",
+        );
+        check(
+            self.admin.max_body_size >= 1024,
+            "admin.max_body_size",
+            "must be at least 1024 bytes",
+        );
+        let clustered = self.cluster.enabled
+            && !matches!(self.cluster.bus_type, BusType::Local | BusType::Noop);
+        check(
+            !clustered,
+            "cluster.bus_type",
+            "nats and redis buses are not available in this build yet; use local (or cluster.enabled: false)",
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// This configuration as YAML-like JSON with secrets replaced by `"***"` (for
+    /// `check-config` and logs).
+    pub fn masked(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        for path in [
+            &["auth", "secret_key"][..],
+            &["admin", "api_key"],
+            &["cluster", "nats", "password"],
+            &["cluster", "nats", "token"],
+            &["cluster", "redis", "password"],
+        ] {
+            let mut cur = &mut v;
+            for key in path {
+                cur = &mut cur[*key];
+            }
+            if cur.as_str().is_some_and(|s| !s.is_empty()) {
+                *cur = serde_json::Value::String("***".into());
+            }
+        }
+        v
+    }
+}
+
+/// A bare level name, or a filter directive (`info,wshub=debug`). A bare word that is not a
+/// level would be read by `EnvFilter` as a target name and silently log nothing useful.
+fn valid_log_level(level: &str) -> bool {
+    const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+    let is_directive = level.contains('=') || level.contains(',');
+    if is_directive {
+        tracing_subscriber::EnvFilter::try_new(level).is_ok()
+    } else {
+        LEVELS.contains(&level.to_ascii_lowercase().as_str())
+    }
+}
+
+/// Dotted paths of every leaf whose value differs between `old` and `new`.
+pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    let null = serde_json::Value::Null;
+                    walk(
+                        &path,
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(prefix.to_owned()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        "",
+        &serde_json::to_value(old).unwrap_or_default(),
+        &serde_json::to_value(new).unwrap_or_default(),
+        &mut out,
+    );
+    out
+}
+
+/// Whether a change of `key` needs a restart.
+pub fn needs_restart(key: &str) -> bool {
+    RESTART_KEYS.iter().any(|r| {
+        if r.ends_with('.') {
+            key.starts_with(r)
+        } else {
+            key == *r
+        }
+    })
+}
+
+fn figment_problems(err: figment::Error) -> ConfigError {
+    ConfigError {
+        problems: err
+            .into_iter()
+            .map(|e| {
+                let key = e.path.join(".");
+                let source = e
+                    .metadata
+                    .as_ref()
+                    .map(|m| match &m.source {
+                        Some(src) => format!(" (from {src})"),
+                        None => format!(" (from {})", m.name),
+                    })
+                    .unwrap_or_default();
+                if key.is_empty() {
+                    format!("{}{source}", e.kind)
+                } else {
+                    format!("{key}: {}{source}", e.kind)
+                }
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Env {
+        Env::prefixed("WSHUB_TEST_NOTHING_")
+    }
+
+    fn yaml(text: &str) -> tempfile::NamedTempFile {
+        use std::io::Write;
+        let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+        assert_eq!(
+            Config::load_from(None, no_env()).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn gohub_config_yaml_loads() {
+        let f = yaml(
+            r#"
+version: "1.0.0"
+server:
+  addr: ":8080"
+  hub:
+    read_timeout: 60s
+    write_timeout: 10s
+    read_buffer_size: 4096
+    write_buffer_size: 4096
+    message_buffer_cap: 256
+cluster:
+  enabled: false
+  bus_type: nats
+  nats:
+    urls: ["nats://localhost:4222"]
+    name: gohub-client
+    reconnect_wait: 2s
+    max_reconnects: -1
+    connect_timeout: 5s
+    op_timeout: 10ms
+    use_jetstream: false
+    stream_name: GOHUB
+    consumer_name: gohub-consumer
+    message_retention: 1h
+  redis:
+    addrs: ["localhost:6379"]
+    password: ""
+    db: 0
+    key_prefix: "gohub:"
+    mode: single
+    pool_size: 10
+    op_timeout: 500ms
+auth:
+  enabled: true
+  secret_key: "your-secret-key-change-this"
+  issuer: "gohub"
+  allow_anonymous: true
+log:
+  level: "debug"
+  format: "json"
+"#,
+        );
+        let c = Config::load_from(Some(f.path()), no_env()).unwrap();
+        assert_eq!(c.server.socket_addr().unwrap().port(), 8080);
+        assert_eq!(c.server.hub.write_buffer_size, 4096);
+        assert_eq!(c.cluster.nats.op_timeout, Duration::from_millis(10));
+        assert_eq!(c.cluster.nats.message_retention, Duration::from_secs(3600));
+        assert_eq!(c.cluster.redis.key_prefix, "gohub:");
+        assert!(c.auth.enabled);
+        assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let f = yaml("server:\n  hub:\n    mesage_buffer_cap: 5\n");
+        let e = Config::load_from(Some(f.path()), no_env()).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("server.hub"), "{text}");
+        assert!(text.contains("mesage_buffer_cap"), "{text}");
+
+        let f = yaml("server:\n  hub:\n    read_timeout: soon\n");
+        let text = Config::load_from(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("server.hub.read_timeout"), "{text}");
+
+        let f = yaml(
+            "server:\n  hub:\n    message_buffer_cap: 0\nauth:\n  anonymous_permissions: [fly]\n",
+        );
+        let e = Config::load_from(Some(f.path()), no_env()).unwrap_err();
+        assert!(
+            e.problems
+                .iter()
+                .any(|p| p.starts_with("server.hub.message_buffer_cap:"))
+        );
+        assert!(
+            e.problems
+                .iter()
+                .any(|p| p.starts_with("auth.anonymous_permissions:"))
+        );
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn env_overrides_file() {
+        let f = yaml("server:\n  addr: 127.0.0.1:1111\n  hub:\n    message_buffer_cap: 7\n");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WSHUB_SERVER__ADDR", "127.0.0.1:2222");
+            let c = Config::load(Some(f.path())).map_err(|e| e.to_string())?;
+            assert_eq!(c.server.addr, "127.0.0.1:2222");
+            assert_eq!(c.server.hub.message_buffer_cap, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn changed_keys_and_restart_classification() {
+        let a = Config::default();
+        let mut b = a.clone();
+        b.server.hub.max_message_size = 10;
+        b.server.addr = "127.0.0.1:1".into();
+        b.cluster.nats.name = "x".into();
+        let keys = changed_keys(&a, &b);
+        assert_eq!(
+            keys,
+            vec![
+                "cluster.nats.name",
+                "server.addr",
+                "server.hub.max_message_size"
+            ]
+        );
+        assert!(needs_restart("server.addr"));
+        assert!(needs_restart("cluster.nats.name"));
+        assert!(!needs_restart("server.hub.max_message_size"));
+    }
+
+    #[test]
+    fn masked_hides_secrets() {
+        let mut c = Config::default();
+        c.auth.secret_key = "s3cret".into();
+        c.admin.api_key = "k".into();
+        let m = c.masked();
+        assert_eq!(m["auth"]["secret_key"], "***");
+        assert_eq!(m["admin"]["api_key"], "***");
+        assert_eq!(m["cluster"]["redis"]["password"], "");
+        assert!(!m.to_string().contains("s3cret"));
+    }
 }

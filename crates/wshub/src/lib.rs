@@ -26,11 +26,14 @@ mod http;
 mod hub;
 pub mod ids;
 mod node;
+mod reload;
 pub mod sdk;
 mod wire;
 
 pub use config::Config;
 pub use dispatch::{HandlerError, HandlerResult, Reply};
+pub use http::ApiDoc;
 pub use hub::{Delivery, HubError};
+pub use node::ReloadReport;
 pub use sdk::{Client, RunningServer, Server, ServerBuilder, ServerHandle};
 pub use wshub_protocol as protocol;

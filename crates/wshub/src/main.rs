@@ -1,16 +1,25 @@
-//! The `wshub` command line.
+//! The `wshub` command line: `serve`, `check-config`, `token`.
 
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, reload};
+use wshub::config::LogFormat;
 use wshub::{Config, Server};
 
 #[derive(Parser)]
 #[command(
     name = "wshub",
     version,
-    about = "Distributed WebSocket hub, GoHub wire-compatible"
+    about = "Distributed WebSocket hub, GoHub wire-compatible",
+    long_about = "Distributed WebSocket hub, GoHub wire-compatible.\n\n\
+        Configuration: defaults <- YAML file (--config) <- WSHUB_* environment \
+        (WSHUB_SERVER__ADDR, `__` for nesting) <- flags."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -19,37 +28,190 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a node (single node on the in-process bus by default).
+    /// Run a node (single node on the in-process bus unless the config says otherwise).
+    ///
+    /// The config file is watched: live keys (limits, auth, rooms, admin, log.level) apply
+    /// without dropping connections; SIGHUP reloads too.
     Serve {
+        /// YAML config file (GoHub's config.yaml keys are accepted).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Listen address, overrides `server.addr`.
         #[arg(long)]
         addr: Option<String>,
     },
+    /// Validate a config file and print the effective configuration (secrets masked).
+    ///
+    /// Exits 1 with the reasons when it is invalid.
+    CheckConfig {
+        /// YAML config file.
+        file: PathBuf,
+    },
+    /// Print a JWT signed with the configured `auth.secret_key` (HS256), for development.
+    Token {
+        /// The client id (`user_id` and `sub` claims).
+        #[arg(long)]
+        user: String,
+        /// A permission, e.g. `join:room` or `send:message:lobby` (repeatable).
+        #[arg(long = "perm", value_name = "PERMISSION")]
+        perms: Vec<String>,
+        /// Lifetime, e.g. `1h`, `30m`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Config file to take `auth.secret_key` and `auth.issuer` from.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Serve { addr } => {
-            let mut config = Config::default();
-            if let Some(addr) = addr {
-                config.server.addr = addr;
-            }
-            let server = Server::builder().config(config).build()?;
-            let running = server.bind().await.context("binding the listener")?;
-            tokio::signal::ctrl_c()
-                .await
-                .context("waiting for ctrl-c")?;
-            tracing::info!("shutting down");
-            running.shutdown(Duration::from_secs(10)).await;
+    let result = match cli.command {
+        Command::Serve { config, addr } => serve(config, addr),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Token {
+            user,
+            perms,
+            ttl,
+            config,
+        } => token(&user, &perms, ttl, config.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
-    Ok(())
+}
+
+fn serve(file: Option<PathBuf>, addr: Option<String>) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(file.as_deref())?;
+    if let Some(addr) = addr {
+        config.server.addr = addr;
+        config.validate()?;
+    }
+    let set_level = init_logging(&config);
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let server = Server::builder()
+            .config(config.clone())
+            .log_level_reloader(set_level)
+            .build()?;
+        let listener =
+            tokio::net::TcpListener::bind(config.server.socket_addr().map_err(anyhow::Error::msg)?)
+                .await
+                .with_context(|| format!("binding {}", config.server.addr))?;
+        let running = server.serve(listener)?;
+        if let Some(file) = &file {
+            running
+                .handle()
+                .watch_config(file)
+                .with_context(|| format!("watching {}", file.display()))?;
+        }
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        running.shutdown(Duration::from_secs(10)).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Installs the subscriber; returns the function that changes the level on reload.
+fn init_logging(config: &Config) -> impl Fn(&str) -> Result<(), String> + Send + Sync + 'static {
+    // RUST_LOG wins over log.level when set (handy for debugging one module).
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    match config.log.format {
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().flatten_event(true))
+            .init(),
+        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).init(),
+    }
+    move |level: &str| {
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match Config::load(Some(file)) {
+        Ok(config) => {
+            println!("{}", serde_json::to_string_pretty(&config.masked())?);
+            eprintln!("{}: valid", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    user_id: &'a str,
+    sub: &'a str,
+    permissions: &'a [String],
+    iss: &'a str,
+    iat: u64,
+    exp: u64,
+}
+
+fn token(
+    user: &str,
+    perms: &[String],
+    ttl: Duration,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(file)?;
+    if config.auth.secret_key.is_empty() {
+        anyhow::bail!(
+            "auth.secret_key is not set (in the config file or WSHUB_AUTH__SECRET_KEY); it is the key tokens are signed with"
+        );
+    }
+    if let Err(bad) = wshub::auth::Permissions::parse(perms) {
+        anyhow::bail!("unknown permission {bad:?}");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = Claims {
+        user_id: user,
+        sub: user,
+        permissions: perms,
+        iss: &config.auth.issuer,
+        iat: now,
+        exp: now + ttl.as_secs(),
+    };
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(config.auth.secret_key.as_bytes()),
+    )?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
 }

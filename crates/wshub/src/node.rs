@@ -2,14 +2,14 @@
 //! the handler registry and hooks, and the shutdown machinery.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, changed_keys, needs_restart};
 use crate::hub::Hub;
 use crate::sdk::{CustomHandler, Hooks};
 
@@ -24,6 +24,52 @@ pub(crate) struct Node {
     pub(crate) tasks: TaskTracker,
     pub(crate) started: Instant,
     next_conn_id: AtomicU64,
+    /// Limits that open connections re-read on every frame, so a reload reaches them.
+    pub(crate) limits: LiveLimits,
+    /// Applies a new `log.level` (set by the binary, which owns the subscriber).
+    pub(crate) log_level_reloader: Option<LogLevelReloader>,
+    pub(crate) reloads: AtomicU64,
+    pub(crate) reload_failures: AtomicU64,
+}
+
+pub(crate) type LogLevelReloader = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// `server.hub` limits that apply to connections already open.
+pub(crate) struct LiveLimits {
+    pub(crate) max_message_size: AtomicUsize,
+    read_timeout_ms: AtomicU64,
+}
+
+impl LiveLimits {
+    fn new(config: &Config) -> Self {
+        let l = LiveLimits {
+            max_message_size: AtomicUsize::new(0),
+            read_timeout_ms: AtomicU64::new(0),
+        };
+        l.set(config);
+        l
+    }
+
+    fn set(&self, config: &Config) {
+        let hub = &config.server.hub;
+        self.max_message_size
+            .store(hub.max_message_size, Ordering::Relaxed);
+        self.read_timeout_ms
+            .store(hub.read_timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Changed keys now in effect.
+    pub applied: Vec<String>,
+    /// Changed keys that keep their old value until a restart.
+    pub needs_restart: Vec<String>,
 }
 
 impl Node {
@@ -35,6 +81,10 @@ impl Node {
     ) -> Self {
         Node {
             hub,
+            limits: LiveLimits::new(&config),
+            log_level_reloader: None,
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
             config: RwLock::new(Arc::new(config)),
             custom_handlers,
             hooks,
@@ -55,5 +105,41 @@ impl Node {
 
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Node {
+    /// Applies a validated configuration: live keys take effect now (open connections
+    /// included, for `read_timeout` and `max_message_size`); restart keys keep their running
+    /// value and are reported.
+    pub(crate) fn reload(&self, mut new: Config) -> ReloadReport {
+        let old = self.config();
+        let changed = changed_keys(&old, &new);
+        let (restart, live): (Vec<String>, Vec<String>) =
+            changed.into_iter().partition(|k| needs_restart(k));
+        // Keep the running values of restart-only sections, so what `config()` reports is
+        // what is actually in effect.
+        new.server.addr = old.server.addr.clone();
+        new.cluster = old.cluster.clone();
+        new.log.format = old.log.format;
+        new.admin.max_body_size = old.admin.max_body_size;
+        new.version = old.version.clone();
+        if let (true, Some(reload)) = (
+            live.iter().any(|k| k == "log.level"),
+            &self.log_level_reloader,
+        ) && let Err(e) = reload(&new.log.level)
+        {
+            tracing::warn!(error = %e, "log.level could not be applied");
+        }
+        self.limits.set(&new);
+        self.hub.set_rooms_config(new.rooms.clone());
+        if let Ok(mut c) = self.config.write() {
+            *c = Arc::new(new);
+        }
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        ReloadReport {
+            applied: live,
+            needs_restart: restart,
+        }
     }
 }

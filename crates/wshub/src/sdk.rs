@@ -38,7 +38,7 @@ use crate::conn::{ConnHandle, SendOutcome};
 use crate::dispatch::HandlerResult;
 use crate::hub::{Delivery, Hub, HubError};
 use crate::ids::{NodeId, RoomId};
-use crate::node::Node;
+use crate::node::{Node, ReloadReport};
 
 pub(crate) type CustomHandler = Arc<
     dyn Fn(Client, serde_json::Value) -> Pin<Box<dyn Future<Output = HandlerResult> + Send>>
@@ -111,6 +111,7 @@ pub struct ServerBuilder {
     handlers: HashMap<String, CustomHandler>,
     hooks: Hooks,
     errors: Vec<BuildError>,
+    log_level_reloader: Option<crate::node::LogLevelReloader>,
 }
 
 impl ServerBuilder {
@@ -170,6 +171,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Lets config reloads change the log level: `f` applies a new `log.level` (the binary
+    /// passes its `tracing_subscriber` reload handle).
+    pub fn log_level_reloader(
+        mut self,
+        f: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.log_level_reloader = Some(Box::new(f));
+        self
+    }
+
     pub fn build(mut self) -> Result<Server, BuildError> {
         if let Some(e) = self.errors.pop() {
             return Err(e);
@@ -182,8 +193,10 @@ impl ServerBuilder {
             id => NodeId::from(id),
         };
         let hub = Hub::new(node_id, self.config.rooms.clone());
+        let mut node = Node::new(hub, self.config, self.handlers, self.hooks);
+        node.log_level_reloader = self.log_level_reloader;
         Ok(Server {
-            node: Arc::new(Node::new(hub, self.config, self.handlers, self.hooks)),
+            node: Arc::new(node),
         })
     }
 }
@@ -206,7 +219,13 @@ impl Server {
 
     /// Binds `server.addr` and starts serving.
     pub async fn bind(self) -> std::io::Result<RunningServer> {
-        let listener = TcpListener::bind(&self.node.config().server.addr).await?;
+        let addr = self
+            .node
+            .config()
+            .server
+            .socket_addr()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let listener = TcpListener::bind(addr).await?;
         self.serve(listener)
     }
 
@@ -364,6 +383,33 @@ impl ServerHandle {
             wshub_protocol::close::reason::KICKED,
         );
         Ok(())
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> Arc<Config> {
+        self.node.config()
+    }
+
+    /// Applies a new configuration: live keys now, restart keys reported (see
+    /// [`crate::config::RESTART_KEYS`]). Validate it first ([`Config::validate`]).
+    pub fn reload(&self, config: Config) -> ReloadReport {
+        self.node.reload(config)
+    }
+
+    /// Reloads from `path` whenever it changes, and on SIGHUP (which then no longer
+    /// terminates the process), until shutdown. A file that fails to load or validate is
+    /// logged and ignored.
+    pub fn watch_config(&self, path: impl Into<std::path::PathBuf>) -> notify::Result<()> {
+        crate::reload::watch(self.node.clone(), path.into())
+    }
+
+    /// Successful and rejected reloads so far.
+    pub fn reload_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.node.reloads.load(Relaxed),
+            self.node.reload_failures.load(Relaxed),
+        )
     }
 
     /// Starts shutting down: stop accepting, close every connection with 1001.

@@ -103,7 +103,7 @@ async fn run(
     node.hooks.connect(&client);
 
     let mut reader = FrameReader::new(leftover, cfg.max_message_size, cfg.read_buffer_size);
-    read_loop(&node, &conn, &mut reader, &mut rd, cfg.read_timeout).await;
+    read_loop(&node, &conn, &mut reader, &mut rd).await;
 
     let left = node.hub.unregister(&conn);
     for room in &left {
@@ -116,7 +116,11 @@ async fn run(
     // Wait for our close frame to go out, then briefly for the client's.
     let _ = timeout(CLOSE_LINGER, writer).await;
     let _ = timeout(CLOSE_LINGER, async {
-        while reader.next(&mut rd).await.is_ok() {}
+        while reader
+            .next(&mut rd, &node.limits.max_message_size)
+            .await
+            .is_ok()
+        {}
     })
     .await;
 }
@@ -126,15 +130,14 @@ async fn read_loop(
     conn: &Arc<ConnHandle>,
     reader: &mut FrameReader,
     rd: &mut OwnedReadHalf,
-    read_timeout: Duration,
 ) {
     let mut last_seen = Instant::now();
-    let mut deadline = last_seen + read_timeout;
+    let mut deadline = last_seen + node.limits.read_timeout();
     loop {
         tokio::select! {
             biased;
             _ = conn.cancelled() => return,
-            next = reader.next(rd) => {
+            next = reader.next(rd, &node.limits.max_message_size) => {
                 last_seen = Instant::now();
                 match next {
                     Ok(Incoming::Text(msg) | Incoming::Binary(msg)) => {
@@ -161,6 +164,7 @@ async fn read_loop(
                 }
             }
             _ = sleep_until(deadline) => {
+                let read_timeout = node.limits.read_timeout();
                 if last_seen + read_timeout <= Instant::now() {
                     conn.close(close::IDLE_TIMEOUT, close::reason::IDLE_TIMEOUT);
                     return;

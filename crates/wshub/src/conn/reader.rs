@@ -12,6 +12,8 @@
 //! UTF-8, and no message exceeds `max_message_size` (checked from the header, before the
 //! payload is buffered).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::tcp::OwnedReadHalf;
 
@@ -67,8 +69,16 @@ impl FrameReader {
 
     /// Reads until one message or control frame is complete. Cancel-safe: all state lives in
     /// `self`, so it can sit in a `select!` beside timers.
-    pub(crate) async fn next(&mut self, rd: &mut OwnedReadHalf) -> Result<Incoming, ReadError> {
+    ///
+    /// `max_message` is re-read before each parse, so a config reload reaches a connection
+    /// that is already waiting for data.
+    pub(crate) async fn next(
+        &mut self,
+        rd: &mut OwnedReadHalf,
+        max_message: &AtomicUsize,
+    ) -> Result<Incoming, ReadError> {
         loop {
+            self.max_message = max_message.load(Ordering::Relaxed);
             if let Some(needed) = self.more_needed()? {
                 if self.buf.is_empty() {
                     // Nothing buffered: give the allocation back before waiting, so an idle

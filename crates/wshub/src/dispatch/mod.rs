@@ -18,6 +18,7 @@ use wshub_protocol::{DecodeError, ErrorCode, ErrorData, InboundEnvelope, Message
 
 use crate::conn::ConnHandle;
 use crate::hub::HubError;
+use crate::ids::RoomId;
 use crate::node::Node;
 use crate::sdk::Client;
 
@@ -184,4 +185,21 @@ pub(crate) fn send_error(
         }
         Err(e) => tracing::error!(error = %e, "failed to encode an error frame"),
     }
+}
+
+/// Longest room id accepted, in bytes.
+pub(crate) const MAX_ROOM_ID_LEN: usize = 256;
+
+/// Room ids are 1..=256 bytes without control characters.
+pub(crate) fn validate_room_id(id: &str) -> Result<RoomId, HandlerError> {
+    let why = if id.is_empty() {
+        "room_id must not be empty"
+    } else if id.len() > MAX_ROOM_ID_LEN {
+        "room_id is longer than 256 bytes"
+    } else if id.chars().any(char::is_control) {
+        "room_id must not contain control characters"
+    } else {
+        return Ok(RoomId::from(id));
+    };
+    Err(HandlerError::new(ErrorCode::InvalidFormat, why))
 }

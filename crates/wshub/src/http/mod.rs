@@ -6,7 +6,11 @@
 //! socket is then split into owned halves with no lock, and the upgrade costs no buffers
 //! beyond what `conn` allocates itself.
 
+mod api;
+mod metrics;
 mod upgrade;
+
+pub use api::ApiDoc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,9 +31,13 @@ use crate::node::Node;
 pub(crate) struct RemoteAddr(pub(crate) SocketAddr);
 
 pub(crate) fn router(node: Arc<Node>) -> Router {
+    let max_body = node.config().admin.max_body_size;
     Router::new()
         .route("/ws", get(upgrade::ws_handler))
         .route("/health", get(health))
+        .route("/metrics", get(metrics::metrics))
+        .nest("/api", api::routes(node.clone()))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(node)
 }
 

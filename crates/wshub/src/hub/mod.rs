@@ -104,6 +104,12 @@ impl Hub {
         &self.node_id
     }
 
+    pub(crate) fn set_rooms_config(&self, config: RoomsConfig) {
+        if let Ok(mut c) = self.rooms_config.write() {
+            *c = config;
+        }
+    }
+
     fn rooms_config(&self) -> RoomsConfig {
         self.rooms_config
             .read()

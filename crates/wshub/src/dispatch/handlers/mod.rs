@@ -18,11 +18,7 @@ use wshub_protocol::{ErrorCode, MessageType};
 use super::{HandlerError, HandlerResult};
 use crate::auth::{self, Permission};
 use crate::conn::ConnHandle;
-use crate::ids::RoomId;
 use crate::node::Node;
-
-/// Longest room id accepted, in bytes.
-pub(crate) const MAX_ROOM_ID_LEN: usize = 256;
 
 /// Runs the built-in handler of `t`; `None` when `t` is not something a client sends.
 pub(super) fn builtin(
@@ -133,24 +129,10 @@ fn run<'a, R: Deserialize<'a> + Request>(
             .with_details(e.to_string().into())
     })?;
     if let Some(room) = request.room() {
-        validate_room_id(room)?;
+        super::validate_room_id(room)?;
     }
     if let Some(p) = permission {
         auth::authorize(&conn.permissions, p, request.room())?;
     }
     handler(request)
-}
-
-/// Room ids are 1..=256 bytes without control characters.
-fn validate_room_id(id: &str) -> Result<RoomId, HandlerError> {
-    let why = if id.is_empty() {
-        "room_id must not be empty"
-    } else if id.len() > MAX_ROOM_ID_LEN {
-        "room_id is longer than 256 bytes"
-    } else if id.chars().any(char::is_control) {
-        "room_id must not contain control characters"
-    } else {
-        return Ok(RoomId::from(id));
-    };
-    Err(HandlerError::new(ErrorCode::InvalidFormat, why))
 }

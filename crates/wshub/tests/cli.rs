@@ -1,0 +1,311 @@
+//! The `wshub` binary: subcommands, help, config checking, tokens, and `serve` itself.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::process::{Child, Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn wshub() -> Command {
+    let mut cmd = Command::cargo_bin("wshub").unwrap();
+    // The tests' own environment must not leak WSHUB_* settings into the binary.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WSHUB_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn version_and_help() {
+    wshub()
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(format!(
+            "wshub {}",
+            env!("CARGO_PKG_VERSION")
+        )));
+    wshub().arg("--help").assert().success().stdout(
+        predicate::str::contains("serve")
+            .and(predicate::str::contains("check-config"))
+            .and(predicate::str::contains("token")),
+    );
+    wshub()
+        .args(["serve", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--config").and(predicate::str::contains("--addr")));
+    wshub().args(["token", "--help"]).assert().success().stdout(
+        predicate::str::contains("--user")
+            .and(predicate::str::contains("--perm"))
+            .and(predicate::str::contains("--ttl")),
+    );
+    wshub()
+        .args(["check-config", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("masked"));
+}
+
+#[test]
+fn check_config_prints_effective_config_with_secrets_masked() {
+    let f = config_file(
+        "server:\n  addr: \":9000\"\nauth:\n  enabled: true\n  secret_key: hunter2-secret\nadmin:\n  api_key: admin-secret\n",
+    );
+    let out = wshub()
+        .args(["check-config"])
+        .arg(f.path())
+        .env("WSHUB_SERVER__HUB__MESSAGE_BUFFER_CAP", "99")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("hunter2-secret").not())
+        .stdout(predicate::str::contains("admin-secret").not())
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["auth"]["secret_key"], "***");
+    assert_eq!(v["admin"]["api_key"], "***");
+    assert_eq!(v["server"]["addr"], ":9000");
+    // Environment overrides the file.
+    assert_eq!(v["server"]["hub"]["message_buffer_cap"], 99);
+}
+
+#[test]
+fn check_config_reports_unknown_keys_and_bad_values() {
+    let f = config_file("server:\n  hub:\n    mesage_buffer_cap: 5\n");
+    wshub()
+        .arg("check-config")
+        .arg(f.path())
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("server.hub")
+                .and(predicate::str::contains("mesage_buffer_cap")),
+        );
+    let f = config_file("server:\n  hub:\n    read_timeout: whenever\n");
+    wshub()
+        .arg("check-config")
+        .arg(f.path())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("server.hub.read_timeout"));
+    let f = config_file("server:\n  hub:\n    message_buffer_cap: -3\n");
+    wshub()
+        .arg("check-config")
+        .arg(f.path())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "server.hub.message_buffer_cap: invalid value",
+        ));
+    let f = config_file("server:\n  addr: nowhere\nlog:\n  level: loud\n");
+    wshub()
+        .arg("check-config")
+        .arg(f.path())
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("server.addr:").and(predicate::str::contains("log.level:")),
+        );
+    wshub()
+        .args(["check-config", "/does/not/exist.yaml"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("does not exist"));
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    user_id: String,
+    sub: String,
+    permissions: Vec<String>,
+    iss: String,
+    iat: u64,
+    exp: u64,
+}
+
+#[test]
+fn token_is_signed_with_the_configured_key() {
+    let f = config_file("auth:\n  secret_key: token-test-key\n  issuer: gohub\n");
+    let out = wshub()
+        .args([
+            "token",
+            "--user",
+            "alice",
+            "--perm",
+            "join:room",
+            "--perm",
+            "send:message:lobby",
+            "--ttl",
+            "2h",
+            "--config",
+        ])
+        .arg(f.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let token = String::from_utf8(out).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_issuer(&["gohub"]);
+    let data = jsonwebtoken::decode::<Claims>(
+        token.trim(),
+        &jsonwebtoken::DecodingKey::from_secret(b"token-test-key"),
+        &validation,
+    )
+    .unwrap();
+    let c = data.claims;
+    assert_eq!(
+        (c.user_id.as_str(), c.sub.as_str(), c.iss.as_str()),
+        ("alice", "alice", "gohub")
+    );
+    assert_eq!(c.permissions, vec!["join:room", "send:message:lobby"]);
+    assert_eq!(c.exp - c.iat, 7200);
+
+    wshub()
+        .args(["token", "--user", "bob"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("auth.secret_key"));
+    wshub()
+        .args(["token", "--user", "bob", "--perm", "fly:away", "--config"])
+        .arg(f.path())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("fly:away"));
+}
+
+/// The spawned `wshub serve`; killed on drop.
+struct Served {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve(config: &std::path::Path, env: &[(&str, &str)]) -> Served {
+    let port = free_port();
+    let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("wshub"));
+    cmd.args(["serve", "--config"])
+        .arg(config)
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let served = Served {
+        child: cmd.spawn().unwrap(),
+        port,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(port, "/health").is_none() {
+        assert!(Instant::now() < deadline, "wshub serve did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    served
+}
+
+fn get(port: u16, path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn reloads(port: u16) -> Option<u64> {
+    let body = get(port, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("wshub_config_reloads_total "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn serve_uses_config_env_and_flags_reloads_on_sighup_and_stops_on_sigterm() {
+    let f = config_file("cluster:\n  node_id: file-node\nserver:\n  addr: 127.0.0.1:1\n");
+    let mut served = serve(f.path(), &[("WSHUB_CLUSTER__NODE_ID", "env-node")]);
+    let health = get(served.port, "/health").unwrap();
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // --addr beat the file (we reached it on the flag's port); the env beat the file.
+    assert!(health.contains("\"node_id\":\"env-node\""), "{health}");
+
+    assert_eq!(reloads(served.port), Some(0));
+    let pid = served.child.id().to_string();
+    assert!(
+        StdCommand::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloads(served.port) != Some(1) {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        served.child.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop the server"
+    );
+
+    assert!(
+        StdCommand::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            assert!(status.success(), "clean exit on SIGTERM: {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_refuses_a_bad_config_with_the_reason() {
+    let f = config_file("server:\n  hub:\n    message_buffer_cap: 0\n");
+    wshub()
+        .args(["serve", "--config"])
+        .arg(f.path())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "server.hub.message_buffer_cap: must be at least 1",
+        ));
+}
