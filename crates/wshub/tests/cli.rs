@@ -309,3 +309,71 @@ fn serve_refuses_a_bad_config_with_the_reason() {
             "server.hub.message_buffer_cap: must be at least 1",
         ));
 }
+
+#[test]
+fn log_level_reloads_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wshub.yaml");
+    std::fs::write(&config, "log:\n  level: warn\n").unwrap();
+    // Logs go to stdout (the container convention).
+    let log_path = dir.path().join("stdout.log");
+    let port = free_port();
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("wshub"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .env_remove("RUST_LOG")
+        .stdout(std::fs::File::create(&log_path).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let served = Served {
+        child: child_take(&mut child),
+        port,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(port, "/health").is_none() {
+        assert!(Instant::now() < deadline, "wshub serve did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // /ws without an upgrade is a 400 and logs nothing; an info line we can trigger is a reload.
+    std::fs::write(
+        &config,
+        "log:\n  level: warn\nrooms:\n  default_max_clients: 3\n",
+    )
+    .unwrap();
+    wait_for(|| reloads(port) == Some(1));
+    let before = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        !before.contains("configuration reloaded"),
+        "info is filtered at warn: {before}"
+    );
+
+    std::fs::write(&config, "log:\n  level: info\n").unwrap();
+    wait_for(|| reloads(port) == Some(2));
+    std::fs::write(
+        &config,
+        "log:\n  level: info\nrooms:\n  default_max_clients: 4\n",
+    )
+    .unwrap();
+    wait_for(|| reloads(port) == Some(3));
+    wait_for(|| {
+        std::fs::read_to_string(&log_path)
+            .unwrap()
+            .contains("configuration reloaded")
+    });
+    drop(served);
+}
+
+fn child_take(child: &mut Child) -> Child {
+    // Move the child out of `child` so `Served` owns (and kills) it.
+    std::mem::replace(child, StdCommand::new("true").spawn().unwrap())
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "condition not reached in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
