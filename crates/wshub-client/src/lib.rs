@@ -78,6 +78,11 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// Events buffered before the client stops reading the socket. Default 4096.
     pub event_buffer: usize,
+    /// Sent as `Authorization: Bearer <token>` with the upgrade.
+    pub bearer_token: Option<String>,
+    /// Sent in-band as the first message (`authenticate {token}`), for servers that accept
+    /// the connection first and the token after.
+    pub in_band_token: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -85,6 +90,8 @@ impl Default for ClientOptions {
         ClientOptions {
             request_timeout: Duration::from_secs(10),
             event_buffer: 4096,
+            bearer_token: None,
+            in_band_token: None,
         }
     }
 }
@@ -115,19 +122,22 @@ impl Client {
     }
 
     pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Client, Error> {
-        let (ws, _) = connect_async(url).await.map_err(Box::new)?;
-        let (sink, mut stream) = ws.split();
-        let connected = tokio::time::timeout(options.request_timeout, first_envelope(&mut stream))
-            .await
-            .map_err(|_| Error::Timeout)??;
-        if connected.message_type != "connected" {
-            return Err(Error::Protocol(format!(
-                "expected connected, got {}",
-                connected.message_type
-            )));
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().map_err(Box::new)?;
+        if let Some(token) = &options.bearer_token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| Error::Protocol("token is not a valid header value".into()))?;
+            request.headers_mut().insert("authorization", value);
         }
-        let Connected { client_id, node_id } =
-            serde_json::from_value(connected.data).map_err(|e| Error::Protocol(e.to_string()))?;
+        let (ws, _) = connect_async(request).await.map_err(Box::new)?;
+        let (mut sink, mut stream) = ws.split();
+        let (client_id, node_id) = tokio::time::timeout(
+            options.request_timeout,
+            handshake(&mut sink, &mut stream, &options),
+        )
+        .await
+        .map_err(|_| Error::Timeout)??;
         let pending: Pending = Arc::default();
         let (tx, events) = mpsc::channel(options.event_buffer.max(1));
         let reader = tokio::spawn(read_loop(stream, pending.clone(), tx));
@@ -135,7 +145,8 @@ impl Client {
             sink: Arc::new(tokio::sync::Mutex::new(sink)),
             pending,
             events,
-            next_request_id: AtomicI64::new(1),
+            // Id 1 is the in-band `authenticate` of the handshake.
+            next_request_id: AtomicI64::new(2),
             client_id,
             node_id,
             options,
@@ -235,6 +246,17 @@ impl Client {
         .map_err(|_| Error::Timeout)?
     }
 
+    /// Sends a fresh token (refresh before `exp`, or prove who an anonymous connection is).
+    pub async fn authenticate(&mut self, token: &str) -> Result<Envelope, Error> {
+        let reply = self
+            .request("authenticate", json!({ "token": token }))
+            .await?;
+        if let Some(id) = reply.data["client_id"].as_str() {
+            self.client_id = id.to_owned();
+        }
+        Ok(reply)
+    }
+
     pub async fn ping(&self) -> Result<Envelope, Error> {
         self.request("ping", json!({ "ts": wshub_protocol::now_millis() }))
             .await
@@ -277,6 +299,42 @@ impl Client {
             }
         })
         .await;
+    }
+}
+
+/// Waits for `connected` (after `authenticated`, when a token is sent in-band); returns the
+/// client and node ids.
+async fn handshake(
+    sink: &mut SplitSink<WsStream, Message>,
+    stream: &mut SplitStream<WsStream>,
+    options: &ClientOptions,
+) -> Result<(String, String), Error> {
+    let mut authenticated = options.in_band_token.is_none();
+    if let Some(token) = &options.in_band_token {
+        let env = Envelope::request("authenticate", json!({ "token": token }), Some(1));
+        let text = serde_json::to_string(&env).map_err(|e| Error::Protocol(e.to_string()))?;
+        sink.send(Message::text(text))
+            .await
+            .map_err(|e| Error::WebSocket(Box::new(e)))?;
+    }
+    loop {
+        let env = first_envelope(stream).await?;
+        match env.message_type.as_str() {
+            "error" => {
+                let data =
+                    serde_json::from_value(env.data).map_err(|e| Error::Protocol(e.to_string()))?;
+                return Err(Error::Server(data));
+            }
+            "authenticated" => authenticated = true,
+            "connected" if authenticated => {
+                let Connected { client_id, node_id } =
+                    serde_json::from_value(env.data).map_err(|e| Error::Protocol(e.to_string()))?;
+                return Ok((client_id, node_id));
+            }
+            // An anonymous `connected` before our in-band token was applied.
+            "connected" => continue,
+            other => return Err(Error::Protocol(format!("expected connected, got {other}"))),
+        }
     }
 }
 

@@ -125,6 +125,9 @@ pub struct RoomList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
     pub client_id: String,
+    /// The `info` claim of the member's token, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
 }
 
 /// `room_members` out.
@@ -132,4 +135,32 @@ pub struct Member {
 pub struct RoomMembers {
     pub room_id: String,
     pub members: Vec<Member>,
+}
+
+/// `authenticate` in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthenticateRequest {
+    pub token: String,
+}
+
+/// `authenticated` out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Authenticated {
+    pub client_id: String,
+    /// Unix seconds; `None` when the token has no `exp`.
+    pub expires_at: Option<u64>,
+}
+
+/// `kick` in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KickRequest {
+    pub room_id: String,
+    pub client_id: String,
+}
+
+/// `kicked` to the removed member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KickedNotice {
+    pub room_id: String,
+    pub by: String,
 }

@@ -74,6 +74,15 @@ message_types! {
     RoomMembers => "room_members",
     /// In: `{content}`. Out, to every other client: `{content, sender_id, timestamp}`.
     Broadcast => "broadcast",
+    /// `{token}` -> `authenticated`: in-band auth (first message) or token refresh.
+    Authenticate => "authenticate",
+    /// `{client_id, expires_at}` (`expires_at` in Unix seconds, or null).
+    Authenticated => "authenticated",
+    /// `{room_id, client_id}` -> `kicked`: removes a member (needs `admin:room`). The member
+    /// gets `kicked {room_id, by}`.
+    Kick => "kick",
+    /// Reply to `kick` `{room_id, client_id}`; to the kicked member `{room_id, by}`.
+    Kicked => "kicked",
 }
 
 impl std::fmt::Display for MessageType {

@@ -43,6 +43,10 @@ pub struct ServerConfig {
     /// Listen address, `host:port`; GoHub's `":8080"` form means all interfaces.
     /// Default `0.0.0.0:8080`. Needs a restart.
     pub addr: String,
+    /// Browser origins allowed to open WebSockets (`https://app.example.com`, or `*`).
+    /// Empty = any origin (logged as a warning when auth is on). Requests without an `Origin`
+    /// header (non-browser clients) are not affected. Live-reloadable.
+    pub allowed_origins: Vec<String>,
     pub hub: HubConfig,
 }
 
@@ -50,6 +54,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             addr: "0.0.0.0:8080".into(),
+            allowed_origins: Vec::new(),
             hub: HubConfig::default(),
         }
     }
@@ -261,12 +266,35 @@ pub struct AuthConfig {
     pub enabled: bool,
     /// HMAC key for HS256/384/512 tokens (also what `wshub token` signs with). Secret.
     pub secret_key: String,
-    /// Required `iss` claim. Default "gohub", for GoHub token compatibility.
+    /// PEM public key (RSA -> RS*/PS*, EC -> ES256/384, Ed25519 -> EdDSA).
+    pub public_key_file: String,
+    /// JWK set file; each key is used for its own `alg` (and `kid`). Re-read on reload.
+    pub jwks_file: String,
+    /// Required `iss` claim; empty = not checked. Default "gohub", for GoHub compatibility.
     pub issuer: String,
+    /// Required `aud` claim when set.
+    pub audience: String,
+    /// Refuse tokens without `exp`. Default true.
+    pub require_exp: bool,
+    /// Clock skew allowed on `exp`/`nbf`. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
     /// With auth on, accept clients without a token (they get `anonymous_permissions`).
     pub allow_anonymous: bool,
     /// Permissions of anonymous clients when auth is on. Default `["join:room"]`.
     pub anonymous_permissions: Vec<String>,
+    /// Accept a connection without a token and wait this long for an in-band
+    /// `authenticate` as its first message (browsers cannot set headers). Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Without a token at upgrade (and anonymous not allowed): true waits for in-band
+    /// `authenticate`; false refuses the upgrade with 401 `Unauthorized: Token required`
+    /// (GoHub's behaviour). Default true.
+    pub in_band: bool,
+    /// After a token expires the client gets error 2002 and this long to send a fresh token
+    /// (`authenticate`) before it is closed with 4401. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub expiry_grace: Duration,
 }
 
 impl Default for AuthConfig {
@@ -274,9 +302,17 @@ impl Default for AuthConfig {
         AuthConfig {
             enabled: false,
             secret_key: String::new(),
+            public_key_file: String::new(),
+            jwks_file: String::new(),
             issuer: "gohub".into(),
+            audience: String::new(),
+            require_exp: true,
+            leeway: Duration::from_secs(5),
             allow_anonymous: true,
             anonymous_permissions: vec!["join:room".into()],
+            handshake_timeout: Duration::from_secs(5),
+            in_band: true,
+            expiry_grace: Duration::from_secs(30),
         }
     }
 }
@@ -441,9 +477,17 @@ impl Config {
             );
         }
         check(
-            !self.auth.enabled || !self.auth.secret_key.is_empty(),
+            !self.auth.enabled
+                || !self.auth.secret_key.is_empty()
+                || !self.auth.public_key_file.is_empty()
+                || !self.auth.jwks_file.is_empty(),
             "auth.secret_key",
-            "must be set when auth.enabled is true",
+            "auth.enabled needs a key: auth.secret_key, auth.public_key_file or auth.jwks_file",
+        );
+        check(
+            !self.auth.handshake_timeout.is_zero(),
+            "auth.handshake_timeout",
+            "must be more than 0",
         );
         check(
             valid_log_level(&self.log.level),

@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, changed_keys, needs_restart};
+use crate::auth::Verifier;
+use crate::config::{Config, ConfigError, changed_keys, needs_restart};
 use crate::hub::Hub;
 use crate::sdk::{CustomHandler, Hooks};
 
 pub(crate) struct Node {
     pub(crate) hub: Hub,
     config: RwLock<Arc<Config>>,
+    verifier: RwLock<Arc<Verifier>>,
     pub(crate) custom_handlers: HashMap<String, CustomHandler>,
     pub(crate) hooks: Hooks,
     /// Cancelled when the node shuts down: the accept loop stops, connections close (1001).
@@ -75,6 +77,7 @@ pub struct ReloadReport {
 impl Node {
     pub(crate) fn new(
         hub: Hub,
+        verifier: Verifier,
         config: Config,
         custom_handlers: HashMap<String, CustomHandler>,
         hooks: Hooks,
@@ -86,6 +89,7 @@ impl Node {
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             config: RwLock::new(Arc::new(config)),
+            verifier: RwLock::new(Arc::new(verifier)),
             custom_handlers,
             hooks,
             shutdown: CancellationToken::new(),
@@ -103,6 +107,14 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner().clone())
     }
 
+    /// The token verifier for the current `auth.*` keys.
+    pub(crate) fn verifier(&self) -> Arc<Verifier> {
+        self.verifier
+            .read()
+            .map(|v| v.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -112,7 +124,12 @@ impl Node {
     /// Applies a validated configuration: live keys take effect now (open connections
     /// included, for `read_timeout` and `max_message_size`); restart keys keep their running
     /// value and are reported.
-    pub(crate) fn reload(&self, mut new: Config) -> ReloadReport {
+    ///
+    /// Key files (`auth.public_key_file`, `auth.jwks_file`) are read again; if they fail to
+    /// load, nothing is applied.
+    pub(crate) fn reload(&self, mut new: Config) -> Result<ReloadReport, ConfigError> {
+        let verifier =
+            Verifier::from_config(&new.auth).map_err(|e| ConfigError { problems: vec![e] })?;
         let old = self.config();
         let changed = changed_keys(&old, &new);
         let (restart, live): (Vec<String>, Vec<String>) =
@@ -133,13 +150,16 @@ impl Node {
         }
         self.limits.set(&new);
         self.hub.set_rooms_config(new.rooms.clone());
+        if let Ok(mut v) = self.verifier.write() {
+            *v = Arc::new(verifier);
+        }
         if let Ok(mut c) = self.config.write() {
             *c = Arc::new(new);
         }
         self.reloads.fetch_add(1, Ordering::Relaxed);
-        ReloadReport {
+        Ok(ReloadReport {
             applied: live,
             needs_restart: restart,
-        }
+        })
     }
 }

@@ -62,9 +62,8 @@ pub(crate) fn watch(node: Arc<Node>, path: PathBuf) -> notify::Result<()> {
 
 /// Loads and applies `path`; logs the outcome once.
 pub(crate) fn reload_file(node: &Node, path: &Path, why: &str) {
-    match Config::load(Some(path)) {
-        Ok(config) => {
-            let report = node.reload(config);
+    match Config::load(Some(path)).and_then(|config| node.reload(config)) {
+        Ok(report) => {
             tracing::info!(trigger = why, applied = ?report.applied, "configuration reloaded");
             if !report.needs_restart.is_empty() {
                 tracing::warn!(

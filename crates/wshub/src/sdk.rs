@@ -89,6 +89,8 @@ pub enum BuildError {
     BuiltinType(String),
     #[error("message type must not be empty")]
     EmptyType,
+    #[error("{0}")]
+    Auth(String),
 }
 
 /// Why sending to a client from the SDK failed.
@@ -192,8 +194,15 @@ impl ServerBuilder {
             }
             id => NodeId::from(id),
         };
+        let verifier =
+            crate::auth::Verifier::from_config(&self.config.auth).map_err(BuildError::Auth)?;
+        if self.config.auth.enabled && self.config.server.allowed_origins.is_empty() {
+            tracing::warn!(
+                "auth is on but server.allowed_origins is empty: any web page may open connections with its visitors' tokens"
+            );
+        }
         let hub = Hub::new(node_id, self.config.rooms.clone());
-        let mut node = Node::new(hub, self.config, self.handlers, self.hooks);
+        let mut node = Node::new(hub, verifier, self.config, self.handlers, self.hooks);
         node.log_level_reloader = self.log_level_reloader;
         Ok(Server {
             node: Arc::new(node),
@@ -392,7 +401,7 @@ impl ServerHandle {
 
     /// Applies a new configuration: live keys now, restart keys reported (see
     /// [`crate::config::RESTART_KEYS`]). Validate it first ([`Config::validate`]).
-    pub fn reload(&self, config: Config) -> ReloadReport {
+    pub fn reload(&self, config: Config) -> Result<ReloadReport, crate::config::ConfigError> {
         self.node.reload(config)
     }
 

@@ -5,8 +5,10 @@
 //! [`authorize`] with the permission a handler declares and the room it targets, so auth
 //! slots in here without touching handlers.
 
+mod jwt;
 mod permission;
 
+pub use jwt::{Identity, TokenError, Verifier};
 pub use permission::{Permission, Permissions};
 
 use wshub_protocol::ErrorCode;

@@ -97,6 +97,24 @@ impl Permissions {
         })
     }
 
+    /// As [`Permissions::parse`], skipping strings it does not know (tokens minted for other
+    /// services may carry permissions of theirs).
+    pub fn parse_lenient<S: AsRef<str>>(items: &[S]) -> Self {
+        let known: Vec<&str> = items
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|i| Permissions::parse(&[*i]).is_ok())
+            .collect();
+        Permissions::parse(&known).unwrap_or_else(|_| Permissions::none())
+    }
+
+    /// Nothing at all.
+    pub fn none() -> Self {
+        Permissions {
+            grants: Arc::from([]),
+        }
+    }
+
     /// Whether `needed` is granted, for `room` when the operation targets one. A grant
     /// scoped to rooms never allows an operation that targets no room.
     pub fn allows(&self, needed: Permission, room: Option<&str>) -> bool {

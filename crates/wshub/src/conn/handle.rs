@@ -6,14 +6,14 @@
 //! letting it slow down the room that is fanning out to it.
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wshub_protocol::close;
 
-use crate::auth::Permissions;
+use crate::auth::{Identity, Permissions};
 use crate::ids::{ClientId, RoomId};
 
 /// What happened to a frame handed to [`ConnHandle::send`].
@@ -26,54 +26,18 @@ pub(crate) enum SendOutcome {
     Closed,
 }
 
-pub(crate) struct ConnHandle {
-    /// Unique per node for the process lifetime; distinguishes a replaced connection from the
-    /// one that replaced it (both have the same client id).
-    pub(crate) conn_id: u64,
-    pub(crate) client_id: ClientId,
-    pub(crate) remote: SocketAddr,
-    pub(crate) permissions: Permissions,
-    tx: mpsc::Sender<Bytes>,
+/// The close signal of one socket, shared by its read loop, its writer, and every handle
+/// (a connection that re-authenticates as another client keeps its socket and its control).
+pub(crate) struct ConnControl {
     cancel: CancellationToken,
     close: OnceLock<(u16, &'static str)>,
-    /// Rooms this connection is in, for cleanup on disconnect. Locked briefly, never across
-    /// an `.await`; lock order is always room members first, then this.
-    pub(crate) rooms: Mutex<Vec<RoomId>>,
 }
 
-impl ConnHandle {
-    pub(crate) fn new(
-        conn_id: u64,
-        client_id: ClientId,
-        remote: SocketAddr,
-        permissions: Permissions,
-        tx: mpsc::Sender<Bytes>,
-    ) -> Self {
-        ConnHandle {
-            conn_id,
-            client_id,
-            remote,
-            permissions,
-            tx,
+impl ConnControl {
+    pub(crate) fn new() -> Self {
+        ConnControl {
             cancel: CancellationToken::new(),
             close: OnceLock::new(),
-            rooms: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Queues a ready frame without waiting.
-    pub(crate) fn send(&self, frame: Bytes) -> SendOutcome {
-        if self.cancel.is_cancelled() {
-            return SendOutcome::Closed;
-        }
-        match self.tx.try_send(frame) {
-            Ok(()) => SendOutcome::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(client_id = %self.client_id, "slow consumer: outbound queue full, disconnecting");
-                self.close(close::POLICY, close::reason::SLOW_CONSUMER);
-                SendOutcome::SlowConsumer
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Closed,
         }
     }
 
@@ -90,6 +54,130 @@ impl ConnHandle {
 
     pub(crate) fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.cancel.cancelled()
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// What a token (or anonymity) grants, replaced when the client refreshes its token.
+#[derive(Clone)]
+struct AuthState {
+    permissions: Permissions,
+    expires_at: Option<u64>,
+    authenticated: bool,
+    info: Option<serde_json::Value>,
+}
+
+pub(crate) struct ConnHandle {
+    /// Unique per node for the process lifetime; distinguishes a replaced connection from the
+    /// one that replaced it (both have the same client id).
+    pub(crate) conn_id: u64,
+    pub(crate) client_id: ClientId,
+    pub(crate) remote: SocketAddr,
+    tx: mpsc::Sender<Bytes>,
+    pub(crate) control: Arc<ConnControl>,
+    auth: RwLock<AuthState>,
+    /// Rooms this connection is in, for cleanup on disconnect. Locked briefly, never across
+    /// an `.await`; lock order is always room members first, then this.
+    pub(crate) rooms: Mutex<Vec<RoomId>>,
+}
+
+impl ConnHandle {
+    pub(crate) fn new(
+        conn_id: u64,
+        identity: Identity,
+        remote: SocketAddr,
+        tx: mpsc::Sender<Bytes>,
+        control: Arc<ConnControl>,
+    ) -> Self {
+        ConnHandle {
+            conn_id,
+            client_id: identity.client_id,
+            remote,
+            tx,
+            control,
+            auth: RwLock::new(AuthState {
+                permissions: identity.permissions,
+                expires_at: identity.expires_at,
+                authenticated: identity.authenticated,
+                info: identity.info,
+            }),
+            rooms: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A handle for the same socket under another identity (in-band authentication of an
+    /// anonymous connection). Rooms are not carried over.
+    pub(crate) fn reidentified(&self, conn_id: u64, identity: Identity) -> Self {
+        ConnHandle::new(
+            conn_id,
+            identity,
+            self.remote,
+            self.tx.clone(),
+            self.control.clone(),
+        )
+    }
+
+    /// Queues a ready frame without waiting.
+    pub(crate) fn send(&self, frame: Bytes) -> SendOutcome {
+        if self.control.is_closing() {
+            return SendOutcome::Closed;
+        }
+        match self.tx.try_send(frame) {
+            Ok(()) => SendOutcome::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(client_id = %self.client_id, "slow consumer: outbound queue full, disconnecting");
+                self.close(close::POLICY, close::reason::SLOW_CONSUMER);
+                SendOutcome::SlowConsumer
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Closed,
+        }
+    }
+
+    pub(crate) fn close(&self, code: u16, reason: &'static str) {
+        self.control.close(code, reason);
+    }
+
+    pub(crate) fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.control.cancelled()
+    }
+
+    fn auth(&self) -> AuthState {
+        match self.auth.read() {
+            Ok(a) => a.clone(),
+            Err(e) => e.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn permissions(&self) -> Permissions {
+        self.auth().permissions
+    }
+
+    /// `exp` of the current token, Unix seconds.
+    pub(crate) fn expires_at(&self) -> Option<u64> {
+        self.auth().expires_at
+    }
+
+    pub(crate) fn is_authenticated(&self) -> bool {
+        self.auth().authenticated
+    }
+
+    pub(crate) fn info(&self) -> Option<serde_json::Value> {
+        self.auth().info
+    }
+
+    /// A refreshed token for the same client: new permissions and expiry.
+    pub(crate) fn refresh(&self, identity: Identity) {
+        if let Ok(mut a) = self.auth.write() {
+            *a = AuthState {
+                permissions: identity.permissions,
+                expires_at: identity.expires_at,
+                authenticated: identity.authenticated,
+                info: identity.info,
+            };
+        }
     }
 
     pub(crate) fn add_room(&self, room: RoomId) {

@@ -5,9 +5,14 @@
 //! ```
 //!
 //! The read loop reads like mini-redis's `Handler::run`: select over the next frame, the
-//! read deadline and the close signal; decode; hand off. Handlers run inline, so a client's
-//! messages are handled in order. Everything that ends a connection goes through
-//! [`ConnHandle::close`], which records the close code once and wakes both tasks.
+//! read deadline, the token expiry and the close signal; decode; hand off. Handlers run
+//! inline, so a client's messages are handled in order. Everything that ends a connection
+//! goes through [`ConnControl::close`], which records the close code once and wakes both
+//! tasks.
+//!
+//! A connection that arrived without a token (when auth requires one) first goes through
+//! [`authenticate_first`]: it is not registered, and nothing but `authenticate` is accepted,
+//! until a valid token arrives within `auth.handshake_timeout`.
 
 mod handle;
 mod reader;
@@ -15,22 +20,22 @@ mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
-use wshub_protocol::messages::Connected;
-use wshub_protocol::{MessageType, close};
+use wshub_protocol::messages::{AuthenticateRequest, Authenticated, Connected};
+use wshub_protocol::{ErrorCode, InboundEnvelope, MessageType, close};
 
-pub(crate) use handle::{ConnHandle, SendOutcome};
+pub(crate) use handle::{ConnControl, ConnHandle, SendOutcome};
 use reader::{FrameReader, Incoming, ReadError};
 
-use crate::auth::Permissions;
-use crate::dispatch;
+use crate::auth::{Identity, Permissions};
+use crate::dispatch::{self, Dispatched, HandlerError};
 use crate::ids::ClientId;
 use crate::node::Node;
 use crate::sdk::Client;
@@ -41,88 +46,268 @@ use crate::wire;
 /// frame in the client's receive buffer).
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
+/// Who the connection is when the upgrade completes.
+pub(crate) enum Start {
+    /// Identified at upgrade (token, or anonymous).
+    Ready(Identity),
+    /// No token yet: the first message must be `authenticate`.
+    AuthenticateFirst,
+}
+
 /// Runs a connection from right after the upgrade to the end.
 pub(crate) async fn serve(
     node: Arc<Node>,
     stream: TcpStream,
     leftover: Bytes,
-    client_id: ClientId,
+    start: Start,
     remote: SocketAddr,
 ) {
-    let cfg = node.config().server.hub.clone();
-    let (rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::channel(cfg.message_buffer_cap.max(1));
-    let conn = Arc::new(ConnHandle::new(
-        node.next_conn_id(),
-        client_id,
-        remote,
-        Permissions::all(),
-        tx,
-    ));
-    let span = tracing::info_span!("conn", client_id = %conn.client_id, node_id = %node.hub.node_id(), %remote);
-    run(node, conn, rd, wr, rx, leftover).instrument(span).await;
+    let span = match &start {
+        Start::Ready(id) => {
+            tracing::info_span!("conn", client_id = %id.client_id, node_id = %node.hub.node_id(), %remote)
+        }
+        Start::AuthenticateFirst => {
+            tracing::info_span!("conn", client_id = tracing::field::Empty, node_id = %node.hub.node_id(), %remote)
+        }
+    };
+    run(node, stream, leftover, start, remote)
+        .instrument(span)
+        .await;
 }
 
 async fn run(
     node: Arc<Node>,
-    conn: Arc<ConnHandle>,
-    mut rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
-    rx: mpsc::Receiver<Bytes>,
+    stream: TcpStream,
     leftover: Bytes,
+    start: Start,
+    remote: SocketAddr,
 ) {
-    let cfg = node.config().server.hub.clone();
-
+    let config = node.config();
+    let cfg = &config.server.hub;
+    let (mut rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel(cfg.message_buffer_cap.max(1));
+    let control = Arc::new(ConnControl::new());
     let writer = node.tasks.spawn(writer::run(
         wr,
         rx,
-        conn.clone(),
+        control.clone(),
         writer::WriterConfig {
             ping_interval: cfg.ping_interval,
             write_timeout: cfg.write_timeout,
             max_batch_bytes: cfg.write_buffer_size.max(1024),
         },
     ));
+    let mut reader = FrameReader::new(leftover, cfg.max_message_size, cfg.read_buffer_size);
 
-    // `connected` is queued before the client is reachable, so it is always the first frame.
-    if let Ok(frame) = node.hub.frame(
-        MessageType::Connected.as_str(),
+    let (identity, auth_reply) = match start {
+        Start::Ready(identity) => (identity, None),
+        Start::AuthenticateFirst => {
+            // Not registered yet: replies go straight into the queue.
+            let pending = ConnHandle::new(
+                0,
+                Identity::anonymous(ClientId::from(""), Permissions::none()),
+                remote,
+                tx.clone(),
+                control.clone(),
+            );
+            match authenticate_first(&node, &pending, &mut reader, &mut rd).await {
+                Some((identity, correlation)) => {
+                    tracing::Span::current().record("client_id", identity.client_id.as_str());
+                    (identity, Some(correlation))
+                }
+                None => {
+                    finish(&node, &control, writer, &mut reader, &mut rd).await;
+                    return;
+                }
+            }
+        }
+    };
+    let mut conn = Arc::new(ConnHandle::new(
+        node.next_conn_id(),
+        identity,
+        remote,
+        tx,
+        control.clone(),
+    ));
+    if let Some(correlation) = auth_reply {
+        reply_authenticated(&node, &conn, correlation);
+    }
+    connect(&node, &conn);
+
+    loop {
+        match read_loop(&node, &conn, &mut reader, &mut rd).await {
+            Ended::Closed => break,
+            Ended::Reidentify {
+                identity,
+                correlation,
+            } => {
+                // An anonymous connection proved who it is: it leaves as the anonymous client
+                // and comes back as the token's user, on the same socket.
+                disconnect(&node, &conn, close::NORMAL, "re-authenticated");
+                conn = Arc::new(conn.reidentified(node.next_conn_id(), identity));
+                tracing::Span::current().record("client_id", conn.client_id.as_str());
+                reply_authenticated(&node, &conn, correlation);
+                connect(&node, &conn);
+            }
+        }
+    }
+
+    let (code, reason) = control.close_reason().unwrap_or((close::NORMAL, ""));
+    disconnect(&node, &conn, code, reason);
+    finish(&node, &control, writer, &mut reader, &mut rd).await;
+}
+
+/// Queues `connected`, registers the client, fires `on_connect`.
+fn connect(node: &Arc<Node>, conn: &Arc<ConnHandle>) {
+    // `connected` is queued before the client is reachable, so nothing can overtake it.
+    send_frame(
+        node,
+        conn,
+        MessageType::Connected,
         &Connected {
             client_id: conn.client_id.to_string(),
             node_id: node.hub.node_id().to_string(),
         },
         None,
-    ) {
-        conn.send(frame);
-    }
+    );
     if let Some(old) = node.hub.register(conn.clone()) {
         tracing::info!(old_remote = %old.remote, "connection replaced an older one with the same client id");
     }
-    tracing::info!("client connected");
+    tracing::info!(authenticated = conn.is_authenticated(), "client connected");
+    node.hooks.connect(&Client::new(node.clone(), conn.clone()));
+}
+
+/// Unregisters the client (leaving its rooms) and fires the leave and disconnect hooks.
+fn disconnect(node: &Arc<Node>, conn: &Arc<ConnHandle>, code: u16, reason: &str) {
     let client = Client::new(node.clone(), conn.clone());
-    node.hooks.connect(&client);
-
-    let mut reader = FrameReader::new(leftover, cfg.max_message_size, cfg.read_buffer_size);
-    read_loop(&node, &conn, &mut reader, &mut rd).await;
-
-    let left = node.hub.unregister(&conn);
+    let left = node.hub.unregister(conn);
     for room in &left {
         node.hooks.leave(&client, room.as_str());
     }
-    let (code, reason) = conn.close_reason().unwrap_or((close::NORMAL, ""));
     tracing::info!(code, reason, rooms_left = left.len(), "client disconnected");
     node.hooks.disconnect(&client, code, reason);
+}
 
-    // Wait for our close frame to go out, then briefly for the client's.
+/// Waits for our close frame to go out, then briefly for the client's.
+async fn finish(
+    node: &Node,
+    control: &ConnControl,
+    writer: tokio::task::JoinHandle<()>,
+    reader: &mut FrameReader,
+    rd: &mut OwnedReadHalf,
+) {
+    control.close(close::NORMAL, "");
     let _ = timeout(CLOSE_LINGER, writer).await;
     let _ = timeout(CLOSE_LINGER, async {
-        while reader
-            .next(&mut rd, &node.limits.max_message_size)
-            .await
-            .is_ok()
-        {}
+        while reader.next(rd, &node.limits.max_message_size).await.is_ok() {}
     })
     .await;
+}
+
+fn send_frame(
+    node: &Node,
+    conn: &ConnHandle,
+    t: MessageType,
+    data: &impl serde::Serialize,
+    correlation: Option<i64>,
+) {
+    match node.hub.frame(t.as_str(), data, correlation) {
+        Ok(frame) => {
+            conn.send(frame);
+        }
+        Err(e) => tracing::error!(error = %e, "failed to encode {t}"),
+    }
+}
+
+fn reply_authenticated(node: &Node, conn: &ConnHandle, correlation: Option<i64>) {
+    send_frame(
+        node,
+        conn,
+        MessageType::Authenticated,
+        &Authenticated {
+            client_id: conn.client_id.to_string(),
+            expires_at: conn.expires_at(),
+        },
+        correlation,
+    );
+}
+
+/// The first message must be a valid `authenticate` within `auth.handshake_timeout`.
+/// Anything else gets an error frame and close 4401. Returns the identity and the request's
+/// correlation id.
+async fn authenticate_first(
+    node: &Node,
+    pending: &ConnHandle,
+    reader: &mut FrameReader,
+    rd: &mut OwnedReadHalf,
+) -> Option<(Identity, Option<i64>)> {
+    let deadline = Instant::now() + node.config().auth.handshake_timeout;
+    let fail = |error: HandlerError, correlation: Option<i64>| {
+        tracing::info!(code = error.code.as_u16(), reason = %error.message, "in-band authentication failed");
+        dispatch::send_error(node, pending, &error, correlation);
+        pending.close(close::UNAUTHORIZED, "authentication failed");
+        None
+    };
+    loop {
+        let next = tokio::select! {
+            next = reader.next(rd, &node.limits.max_message_size) => next,
+            _ = sleep_until(deadline) => {
+                return fail(HandlerError::new(ErrorCode::Unauthorized, "authentication timed out: send authenticate {token} first"), None);
+            }
+        };
+        let frame = match next {
+            Ok(Incoming::Text(f) | Incoming::Binary(f)) => f,
+            Ok(Incoming::Ping(payload)) => {
+                pending.send(wire::control_frame(wire::OP_PONG, &payload));
+                continue;
+            }
+            Ok(Incoming::Pong) => continue,
+            Ok(Incoming::Close(_)) | Err(_) => return None,
+        };
+        let env = match InboundEnvelope::decode(&frame) {
+            Ok(env) => env,
+            Err(e) => return fail(e.into(), None),
+        };
+        let correlation = env.correlation_id();
+        if MessageType::parse(&env.message_type) != Some(MessageType::Authenticate) {
+            return fail(
+                HandlerError::new(
+                    ErrorCode::Unauthorized,
+                    "authenticate first: send authenticate {token}",
+                ),
+                correlation,
+            );
+        }
+        let token = env
+            .data
+            .and_then(|d| serde_json::from_str::<AuthenticateRequest>(d.get()).ok());
+        let Some(req) = token else {
+            return fail(
+                HandlerError::new(ErrorCode::InvalidFormat, "authenticate needs data {token}"),
+                correlation,
+            );
+        };
+        return match node.verifier().verify(&req.token) {
+            Ok(identity) => Some((identity, correlation)),
+            Err(e) => fail(HandlerError::new(e.code(), e.to_string()), correlation),
+        };
+    }
+}
+
+enum Ended {
+    Closed,
+    /// The anonymous connection authenticated as another client id.
+    Reidentify {
+        identity: Identity,
+        correlation: Option<i64>,
+    },
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 async fn read_loop(
@@ -130,18 +315,33 @@ async fn read_loop(
     conn: &Arc<ConnHandle>,
     reader: &mut FrameReader,
     rd: &mut OwnedReadHalf,
-) {
+) -> Ended {
     let mut last_seen = Instant::now();
     let mut deadline = last_seen + node.limits.read_timeout();
+    // The `exp` we already sent error 2002 for; a refresh changes `exp` and re-arms.
+    let mut expiry_notified: Option<u64> = None;
     loop {
+        // Token expiry: at `exp` the client is told (2002), `expiry_grace` later it is closed.
+        let expiry = conn.expires_at().map(|exp| {
+            let at = Instant::now() + Duration::from_secs(exp.saturating_sub(unix_now()));
+            if expiry_notified == Some(exp) {
+                (exp, at + node.config().auth.expiry_grace, true)
+            } else {
+                (exp, at, false)
+            }
+        });
         tokio::select! {
             biased;
-            _ = conn.cancelled() => return,
+            _ = conn.cancelled() => return Ended::Closed,
             next = reader.next(rd, &node.limits.max_message_size) => {
                 last_seen = Instant::now();
                 match next {
                     Ok(Incoming::Text(msg) | Incoming::Binary(msg)) => {
-                        dispatch::dispatch(node, conn, &msg).await;
+                        if let Dispatched::Reidentify { identity, correlation } =
+                            dispatch::dispatch(node, conn, &msg).await
+                        {
+                            return Ended::Reidentify { identity, correlation };
+                        }
                     }
                     Ok(Incoming::Ping(payload)) => {
                         conn.send(wire::control_frame(wire::OP_PONG, &payload));
@@ -149,7 +349,7 @@ async fn read_loop(
                     Ok(Incoming::Pong) => {}
                     Ok(Incoming::Close(_)) => {
                         conn.close(close::NORMAL, "");
-                        return;
+                        return Ended::Closed;
                     }
                     Err(e) => {
                         let (code, reason) = match e {
@@ -159,7 +359,7 @@ async fn read_loop(
                             ReadError::Protocol(why) => (close::PROTOCOL_ERROR, why),
                         };
                         conn.close(code, reason);
-                        return;
+                        return Ended::Closed;
                     }
                 }
             }
@@ -167,9 +367,31 @@ async fn read_loop(
                 let read_timeout = node.limits.read_timeout();
                 if last_seen + read_timeout <= Instant::now() {
                     conn.close(close::IDLE_TIMEOUT, close::reason::IDLE_TIMEOUT);
-                    return;
+                    return Ended::Closed;
                 }
                 deadline = last_seen + read_timeout;
+            }
+            _ = async {
+                match expiry {
+                    Some((_, at, _)) => sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some((exp, _, notified)) = expiry else { continue };
+                if notified {
+                    tracing::info!("token expired and was not refreshed");
+                    conn.close(close::UNAUTHORIZED, "token expired");
+                    return Ended::Closed;
+                }
+                let grace = node.config().auth.expiry_grace;
+                dispatch::send_error(
+                    node,
+                    conn,
+                    &HandlerError::new(ErrorCode::TokenExpired, "token expired: send authenticate {token} with a fresh token")
+                        .with_details(serde_json::json!({ "grace_seconds": grace.as_secs() })),
+                    None,
+                );
+                expiry_notified = Some(exp);
             }
         }
     }

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use wshub_protocol::close;
 
-use super::ConnHandle;
+use super::ConnControl;
 use crate::wire;
 
 /// Most frames gathered into one vectored write (Linux accepts 1024 iovecs).
@@ -31,7 +31,7 @@ pub(super) struct WriterConfig {
 pub(super) async fn run(
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Bytes>,
-    conn: Arc<ConnHandle>,
+    conn: Arc<ConnControl>,
     cfg: WriterConfig,
 ) {
     let mut ping = interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
@@ -78,14 +78,21 @@ pub(super) async fn run(
             }
         }
     }
-    // Closing: the close frame goes out ahead of anything still queued (a slow consumer's
-    // backlog is exactly what must not be waited for), then our side of the TCP stream ends.
+    // Closing. What was queued before the close goes out first (an error frame explaining the
+    // close, say), except for a slow consumer: its backlog is exactly what must not be waited
+    // for. Then the close frame, then our side of the TCP stream ends.
     let (code, reason) = conn
         .close_reason()
         .unwrap_or((close::GOING_AWAY, close::reason::SHUTDOWN));
-    let frame = wire::close_frame(code, reason);
-    let _ = timeout(Duration::from_secs(1), async {
-        wr.write_all(&frame).await?;
+    let _ = timeout(cfg.write_timeout.min(Duration::from_secs(2)), async {
+        if code != close::POLICY {
+            let mut backlog = Vec::new();
+            while let Ok(frame) = rx.try_recv() {
+                backlog.push(frame);
+            }
+            write_all_vectored(&mut wr, &mut backlog).await?;
+        }
+        wr.write_all(&wire::close_frame(code, reason)).await?;
         wr.shutdown().await
     })
     .await;

@@ -110,23 +110,49 @@ impl Reply {
 
 pub type HandlerResult = Result<Option<Reply>, HandlerError>;
 
+/// What the connection must do after a message.
+pub(crate) enum Dispatched {
+    Done,
+    /// An anonymous connection authenticated as `identity`: the connection re-registers
+    /// under the token's client id and then replies.
+    Reidentify {
+        identity: crate::auth::Identity,
+        correlation: Option<i64>,
+    },
+}
+
 /// Handles one inbound text or binary message of `conn`.
-pub(crate) async fn dispatch(node: &Arc<Node>, conn: &Arc<ConnHandle>, frame: &[u8]) {
+pub(crate) async fn dispatch(node: &Arc<Node>, conn: &Arc<ConnHandle>, frame: &[u8]) -> Dispatched {
     let env = match InboundEnvelope::decode(frame) {
         Ok(env) => env,
         Err(e) => {
             tracing::debug!(client_id = %conn.client_id, error = %e, "undecodable message");
             send_error(node, conn, &HandlerError::from(e), None);
-            return;
+            return Dispatched::Done;
         }
     };
     let correlation = env.correlation_id();
     let client = Client::new(node.clone(), conn.clone());
     node.hooks.message(&client, &env.message_type, env.data);
 
-    let result = match MessageType::parse(&env.message_type)
-        .and_then(|t| handlers::builtin(node, conn, t, env.data))
-    {
+    let message_type = MessageType::parse(&env.message_type);
+    if message_type == Some(MessageType::Authenticate) {
+        return match handlers::authenticate(node, conn, env.data) {
+            Ok(handlers::AuthOutcome::Refreshed(reply)) => {
+                send_reply(node, conn, reply, correlation);
+                Dispatched::Done
+            }
+            Ok(handlers::AuthOutcome::Reidentify(identity)) => Dispatched::Reidentify {
+                identity,
+                correlation,
+            },
+            Err(e) => {
+                send_error(node, conn, &e, correlation);
+                Dispatched::Done
+            }
+        };
+    }
+    let result = match message_type.and_then(|t| handlers::builtin(node, conn, t, env.data)) {
         Some(result) => result,
         None => match node.custom_handlers.get(env.message_type.as_ref()) {
             Some(handler) => {
@@ -140,17 +166,22 @@ pub(crate) async fn dispatch(node: &Arc<Node>, conn: &Arc<ConnHandle>, frame: &[
         },
     };
     match result {
-        Ok(Some(reply)) => match node
-            .hub
-            .frame(&reply.message_type, &*reply.data, correlation)
-        {
-            Ok(frame) => {
-                conn.send(frame);
-            }
-            Err(e) => send_error(node, conn, &HandlerError::from(e), correlation),
-        },
+        Ok(Some(reply)) => send_reply(node, conn, reply, correlation),
         Ok(None) => {}
         Err(e) => send_error(node, conn, &e, correlation),
+    }
+    Dispatched::Done
+}
+
+fn send_reply(node: &Node, conn: &ConnHandle, reply: Reply, correlation: Option<i64>) {
+    match node
+        .hub
+        .frame(&reply.message_type, &*reply.data, correlation)
+    {
+        Ok(frame) => {
+            conn.send(frame);
+        }
+        Err(e) => send_error(node, conn, &HandlerError::from(e), correlation),
     }
 }
 

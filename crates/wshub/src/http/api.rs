@@ -153,12 +153,13 @@ async fn not_found() -> ApiError {
 
 // ---- admin credential ----
 
-/// `/api/*` needs `Authorization: Bearer <admin.api_key>` when a key is configured.
-/// No credential: 401. A credential that is not the key: 403.
+/// `/api/*` needs an admin credential: `Authorization: Bearer <admin.api_key>`, or a JWT
+/// (verified like a client's) that grants `admin:system`. No credential: 401. A credential
+/// that is neither: 403. With no API key and auth off, the API is open (developer default).
 async fn require_admin(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
     let config = node.config();
     let key = config.admin.api_key.as_bytes();
-    if key.is_empty() {
+    if key.is_empty() && !config.auth.enabled {
         return next.run(req).await;
     }
     let presented = req
@@ -168,21 +169,33 @@ async fn require_admin(State(node): State<Arc<Node>>, req: Request, next: Next) 
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
-        });
-    match presented {
-        None => ApiError::new(
+        })
+        .map(str::trim);
+    let Some(token) = presented else {
+        return ApiError::new(
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthorized,
-            "admin credential required: Authorization: Bearer <admin.api_key>",
+            "admin credential required: Authorization: Bearer <admin.api_key or admin JWT>",
         )
-        .into_response(),
-        Some(token) if bool::from(token.trim().as_bytes().ct_eq(key)) => next.run(req).await,
-        Some(_) => ApiError::new(
+        .into_response();
+    };
+    let key_ok = !key.is_empty() && bool::from(token.as_bytes().ct_eq(key));
+    let jwt_ok = || {
+        config.auth.enabled
+            && node.verifier().verify(token).is_ok_and(|id| {
+                id.permissions
+                    .allows(crate::auth::Permission::AdminSystem, None)
+            })
+    };
+    if key_ok || jwt_ok() {
+        next.run(req).await
+    } else {
+        ApiError::new(
             StatusCode::FORBIDDEN,
             ErrorCode::Forbidden,
             "invalid admin credential",
         )
-        .into_response(),
+        .into_response()
     }
 }
 

@@ -13,7 +13,8 @@ use sha1::{Digest, Sha1};
 use tokio::net::TcpStream;
 
 use super::RemoteAddr;
-use crate::conn;
+use crate::auth::{Identity, Permissions};
+use crate::conn::{self, Start};
 use crate::ids::ClientId;
 use crate::node::Node;
 
@@ -31,8 +32,12 @@ pub(super) async fn ws_handler(
         Ok(key) => key,
         Err(rejection) => return rejection,
     };
-    let client_id = match query.get("client_id").map(String::as_str) {
-        None | Some("") => ClientId::from(uuid::Uuid::new_v4().to_string()),
+    let config = node.config();
+    if !origin_allowed(req.headers(), &config.server.allowed_origins) {
+        return (StatusCode::FORBIDDEN, "Forbidden: origin not allowed").into_response();
+    }
+    let requested_id = match query.get("client_id").map(String::as_str) {
+        None | Some("") => None,
         Some(id) if id.len() > MAX_CLIENT_ID_LEN || id.chars().any(char::is_control) => {
             return (
                 StatusCode::BAD_REQUEST,
@@ -40,7 +45,12 @@ pub(super) async fn ws_handler(
             )
                 .into_response();
         }
-        Some(id) => ClientId::from(id),
+        Some(id) => Some(ClientId::from(id)),
+    };
+    let (token, via_subprotocol) = find_token(&query, req.headers());
+    let start = match start(&node, &config.auth, token.as_deref(), requested_id) {
+        Ok(start) => start,
+        Err(rejection) => return rejection,
     };
     let Some(remote) = req.extensions().get::<RemoteAddr>().map(|r| r.0) else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
@@ -68,7 +78,7 @@ pub(super) async fn ws_handler(
                     task_node,
                     parts.io.into_inner(),
                     parts.read_buf,
-                    client_id,
+                    start,
                     remote,
                 )
                 .await;
@@ -84,7 +94,101 @@ pub(super) async fn ws_handler(
     if let Ok(v) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
+    if via_subprotocol {
+        // Browsers fail the handshake unless one of their offered protocols is selected.
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(BEARER_SUBPROTOCOL),
+        );
+    }
     res
+}
+
+/// Subprotocol marking the other offered subprotocol as a bearer token, for browsers (which
+/// cannot set headers): `new WebSocket(url, ["wshub.bearer", token])`.
+pub(crate) const BEARER_SUBPROTOCOL: &str = "wshub.bearer";
+
+/// The token, from `?token=`, `Authorization: Bearer`, or `Sec-WebSocket-Protocol`, in that
+/// order. The flag says whether it came from the subprotocol header (which must be answered).
+fn find_token(query: &HashMap<String, String>, headers: &HeaderMap) -> (Option<String>, bool) {
+    if let Some(t) = query.get("token").filter(|t| !t.is_empty()) {
+        return (Some(t.clone()), false);
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    if bearer.is_some() {
+        return (bearer, false);
+    }
+    let offered: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if offered.iter().any(|p| p == BEARER_SUBPROTOCOL) {
+        let token = offered.into_iter().find(|p| p != BEARER_SUBPROTOCOL);
+        return (token, true);
+    }
+    (None, false)
+}
+
+/// Decides who the connection is, or refuses the upgrade with GoHub's 401 texts.
+#[allow(clippy::result_large_err)]
+fn start(
+    node: &Node,
+    auth: &crate::config::AuthConfig,
+    token: Option<&str>,
+    requested_id: Option<ClientId>,
+) -> Result<Start, Response> {
+    let client_id = || {
+        requested_id
+            .clone()
+            .unwrap_or_else(|| ClientId::from(uuid::Uuid::new_v4().to_string()))
+    };
+    if !auth.enabled {
+        // Auth off: the open developer default, every client anonymous with every permission.
+        return Ok(Start::Ready(Identity::anonymous(
+            client_id(),
+            Permissions::all(),
+        )));
+    }
+    if let Some(token) = token {
+        return match node.verifier().verify(token) {
+            Ok(identity) => Ok(Start::Ready(identity)),
+            Err(e) => {
+                tracing::info!(error = %e, "upgrade refused: bad token");
+                Err((StatusCode::UNAUTHORIZED, "Unauthorized: Invalid token").into_response())
+            }
+        };
+    }
+    if auth.allow_anonymous {
+        let perms = Permissions::parse_lenient(&auth.anonymous_permissions);
+        return Ok(Start::Ready(Identity::anonymous(client_id(), perms)));
+    }
+    if auth.in_band {
+        return Ok(Start::AuthenticateFirst);
+    }
+    Err((StatusCode::UNAUTHORIZED, "Unauthorized: Token required").into_response())
+}
+
+/// No `Origin` (not a browser) always passes; otherwise it must be listed, or the list empty.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    allowed.is_empty()
+        || allowed
+            .iter()
+            .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
 }
 
 /// Checks the upgrade headers; returns the `Sec-WebSocket-Key`.

@@ -336,10 +336,11 @@ impl Hub {
             .map(|r| r.value().clone())
             .ok_or(HubError::RoomNotFound)?;
         Ok(room
-            .member_ids()
+            .member_handles()
             .into_iter()
-            .map(|id| Member {
-                client_id: id.to_string(),
+            .map(|c| Member {
+                client_id: c.client_id.to_string(),
+                info: c.info(),
             })
             .collect())
     }

@@ -33,13 +33,14 @@ impl Room {
         self.members.read().map(|m| m.len()).unwrap_or(0)
     }
 
-    pub(crate) fn member_ids(&self) -> Vec<ClientId> {
-        let mut ids: Vec<ClientId> = self
+    /// Members sorted by client id.
+    pub(crate) fn member_handles(&self) -> Vec<Arc<ConnHandle>> {
+        let mut members: Vec<Arc<ConnHandle>> = self
             .members
             .read()
-            .map(|m| m.keys().cloned().collect())
+            .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
-        ids.sort();
-        ids
+        members.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        members
     }
 }

@@ -1,17 +1,20 @@
 //! The built-in handlers, one module per concern. Each declares the permission it needs;
 //! [`run`] parses `data`, checks it (scoped to the request's room), then calls the handler.
 
+mod authenticate;
 mod messaging;
 mod ping;
 mod rooms;
+
+pub(super) use authenticate::{AuthOutcome, authenticate};
 
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use wshub_protocol::messages::{
-    BroadcastRequest, CreateRoomRequest, DirectMessageRequest, PingRequest, RoomMessageRequest,
-    RoomRequest,
+    BroadcastRequest, CreateRoomRequest, DirectMessageRequest, KickRequest, PingRequest,
+    RoomMessageRequest, RoomRequest,
 };
 use wshub_protocol::{ErrorCode, MessageType};
 
@@ -34,7 +37,7 @@ pub(super) fn builtin(
         T::JoinRoom => run(conn, t, data, Some(P::JoinRoom), |r: RoomRequest| {
             rooms::join(node, conn, r)
         }),
-        T::LeaveRoom => run(conn, t, data, None, |r: RoomRequest| {
+        T::LeaveRoom => run(conn, t, data, Some(P::LeaveRoom), |r: RoomRequest| {
             rooms::leave(node, conn, r)
         }),
         T::CreateRoom => run(
@@ -47,9 +50,14 @@ pub(super) fn builtin(
         T::DeleteRoom => run(conn, t, data, Some(P::DeleteRoom), |r: RoomRequest| {
             rooms::delete(node, conn, r)
         }),
-        T::ListRooms => run(conn, t, data, None, |_: Empty| rooms::list(node)),
-        T::RoomMembers => run(conn, t, data, None, |r: RoomRequest| {
+        T::ListRooms => run(conn, t, data, Some(P::ReadMessage), |_: Empty| {
+            rooms::list(node)
+        }),
+        T::RoomMembers => run(conn, t, data, Some(P::ReadMessage), |r: RoomRequest| {
             rooms::members(node, r)
+        }),
+        T::Kick => run(conn, t, data, Some(P::AdminRoom), |r: KickRequest| {
+            rooms::kick(node, conn, r)
         }),
         T::RoomMessage => run(
             conn,
@@ -79,7 +87,11 @@ pub(super) fn builtin(
         | T::Connected
         | T::RoomCreated
         | T::RoomDeleted
-        | T::RoomList => return None,
+        | T::RoomList
+        | T::Authenticated
+        | T::Kicked
+        // Handled by dispatch itself: it can change who the connection is.
+        | T::Authenticate => return None,
     };
     Some(result)
 }
@@ -99,6 +111,11 @@ impl Request for PingRequest {}
 impl Request for DirectMessageRequest<'_> {}
 impl Request for BroadcastRequest<'_> {}
 impl Request for RoomRequest {
+    fn room(&self) -> Option<&str> {
+        Some(&self.room_id)
+    }
+}
+impl Request for KickRequest {
     fn room(&self) -> Option<&str> {
         Some(&self.room_id)
     }
@@ -132,7 +149,7 @@ fn run<'a, R: Deserialize<'a> + Request>(
         super::validate_room_id(room)?;
     }
     if let Some(p) = permission {
-        auth::authorize(&conn.permissions, p, request.room())?;
+        auth::authorize(&conn.permissions(), p, request.room())?;
     }
     handler(request)
 }

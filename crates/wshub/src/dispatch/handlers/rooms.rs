@@ -86,3 +86,33 @@ pub(super) fn members(node: &Node, req: RoomRequest) -> HandlerResult {
     )
     .map(Some)
 }
+
+/// Removes another member from a room (`admin:room`); the member gets `kicked`.
+pub(super) fn kick(
+    node: &Arc<Node>,
+    conn: &ConnHandle,
+    req: wshub_protocol::messages::KickRequest,
+) -> HandlerResult {
+    let target = node
+        .hub
+        .client(&req.client_id)
+        .ok_or(crate::hub::HubError::ClientNotFound)?;
+    node.hub.leave(&req.room_id, &target)?;
+    node.hooks
+        .leave(&Client::new(node.clone(), target.clone()), &req.room_id);
+    if let Ok(frame) = node.hub.frame(
+        MessageType::Kicked.as_str(),
+        &wshub_protocol::messages::KickedNotice {
+            room_id: req.room_id.clone(),
+            by: conn.client_id.to_string(),
+        },
+        None,
+    ) {
+        target.send(frame);
+    }
+    Reply::of(
+        MessageType::Kicked,
+        &serde_json::json!({ "room_id": req.room_id, "client_id": req.client_id }),
+    )
+    .map(Some)
+}
