@@ -41,12 +41,16 @@ async fn main() -> anyhow::Result<()> {
         })
         .on_connect(|client| tracing::info!(client = client.id(), "hook: connected"))
         .on_join(|client, room| {
-            // Hooks run inline: keep them short. Telling the room is one encode + N queue pushes.
-            let _ = client.server().send_to_room(
-                room,
-                "announcement",
-                &json!({ "text": format!("{} joined {room}", client.id()) }),
-            );
+            // Hooks run inline on the connection's task: anything that waits (a publish may
+            // cross the cluster bus) goes to a task of its own.
+            let server = client.server();
+            let text = format!("{} joined {room}", client.id());
+            let room = room.to_owned();
+            tokio::spawn(async move {
+                let _ = server
+                    .send_to_room(&room, "announcement", &json!({ "text": text }))
+                    .await;
+            });
         })
         .on_disconnect(|client, code, reason| {
             tracing::info!(client = client.id(), code, reason, "hook: disconnected")
@@ -60,11 +64,9 @@ async fn main() -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
-            let _ = handle.send_to_room(
-                "clock",
-                "tick",
-                &json!({ "now": wshub::protocol::now_millis() }),
-            );
+            let _ = handle
+                .send_to_room("clock", "tick", &json!({ "now": wshub::protocol::now_millis() }))
+                .await;
         }
     });
 

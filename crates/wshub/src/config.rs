@@ -183,6 +183,8 @@ pub struct NatsConfig {
     #[serde(with = "humantime_serde")]
     pub op_timeout: Duration,
     pub use_jetstream: bool,
+    /// Prefix of every subject, with its separator. Default `wshub.`.
+    pub subject_prefix: String,
     pub stream_name: String,
     pub consumer_name: String,
     #[serde(with = "humantime_serde")]
@@ -202,6 +204,7 @@ impl Default for NatsConfig {
             connect_timeout: Duration::from_secs(5),
             op_timeout: Duration::from_millis(500),
             use_jetstream: false,
+            subject_prefix: "wshub.".into(),
             stream_name: "WSHUB".into(),
             consumer_name: "wshub-consumer".into(),
             message_retention: Duration::from_secs(3600),
@@ -216,7 +219,7 @@ pub struct RedisConfig {
     pub addrs: Vec<String>,
     pub password: String,
     pub db: i64,
-    /// `single`, `sentinel` or `cluster` (sharded pub/sub).
+    /// `single`, or `cluster` (Redis Cluster, sharded pub/sub).
     pub mode: String,
     pub master_name: String,
     pub key_prefix: String,
@@ -504,12 +507,25 @@ impl Config {
             "admin.max_body_size",
             "must be at least 1024 bytes",
         );
-        let clustered = self.cluster.enabled
-            && !matches!(self.cluster.bus_type, BusType::Local | BusType::Noop);
         check(
-            !clustered,
-            "cluster.bus_type",
-            "nats and redis buses are not available in this build yet; use local (or cluster.enabled: false)",
+            matches!(self.cluster.redis.mode.as_str(), "single" | "cluster"),
+            "cluster.redis.mode",
+            "must be single or cluster",
+        );
+        check(
+            !self.cluster.nats.urls.is_empty(),
+            "cluster.nats.urls",
+            "must list at least one server",
+        );
+        check(
+            !self.cluster.redis.addrs.is_empty(),
+            "cluster.redis.addrs",
+            "must list at least one server",
+        );
+        check(
+            !self.cluster.nats.op_timeout.is_zero() && !self.cluster.redis.op_timeout.is_zero(),
+            "cluster.*.op_timeout",
+            "must be more than 0",
         );
         if problems.is_empty() {
             Ok(())

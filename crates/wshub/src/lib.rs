@@ -19,9 +19,11 @@
 //! | [`sdk`] | the embedding API: [`Server::builder`], handlers, hooks |
 
 pub mod auth;
+pub mod bus;
 pub mod config;
 mod conn;
 mod dispatch;
+mod fanout;
 mod http;
 mod hub;
 pub mod ids;
@@ -32,6 +34,7 @@ mod wire;
 
 pub use config::Config;
 pub use dispatch::{HandlerError, HandlerResult, Reply};
+pub use fanout::PublishError;
 pub use http::ApiDoc;
 pub use hub::{Delivery, HubError};
 pub use node::ReloadReport;

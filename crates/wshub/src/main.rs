@@ -102,7 +102,7 @@ fn serve(file: Option<PathBuf>, addr: Option<String>) -> anyhow::Result<ExitCode
             tokio::net::TcpListener::bind(config.server.socket_addr().map_err(anyhow::Error::msg)?)
                 .await
                 .with_context(|| format!("binding {}", config.server.addr))?;
-        let running = server.serve(listener)?;
+        let running = server.serve(listener).await?;
         if let Some(file) = &file {
             running
                 .handle()

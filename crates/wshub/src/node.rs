@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -16,6 +16,8 @@ use crate::sdk::{CustomHandler, Hooks};
 
 pub(crate) struct Node {
     pub(crate) hub: Hub,
+    /// The bus to the other nodes; unset for a single node (`cluster.enabled: false`).
+    pub(crate) cluster: OnceLock<crate::fanout::ClusterLink>,
     config: RwLock<Arc<Config>>,
     verifier: RwLock<Arc<Verifier>>,
     pub(crate) custom_handlers: HashMap<String, CustomHandler>,
@@ -84,6 +86,7 @@ impl Node {
     ) -> Self {
         Node {
             hub,
+            cluster: OnceLock::new(),
             limits: LiveLimits::new(&config),
             log_level_reloader: None,
             reloads: AtomicU64::new(0),

@@ -102,8 +102,20 @@ pub enum SendError {
     RoomNotFound,
     #[error("the client's outbound queue is full; it is being disconnected")]
     SlowConsumer,
+    #[error("delivered on this node only: {0}")]
+    Bus(crate::bus::BusError),
     #[error("encoding the message failed: {0}")]
     Encode(#[from] serde_json::Error),
+}
+
+impl From<crate::fanout::PublishError> for SendError {
+    fn from(e: crate::fanout::PublishError) -> Self {
+        match e {
+            crate::fanout::PublishError::Hub(HubError::RoomNotFound) => SendError::RoomNotFound,
+            crate::fanout::PublishError::Hub(_) => SendError::ClientNotFound,
+            crate::fanout::PublishError::Bus(b) => SendError::Bus(b),
+        }
+    }
 }
 
 /// Builds a [`Server`].
@@ -114,6 +126,7 @@ pub struct ServerBuilder {
     hooks: Hooks,
     errors: Vec<BuildError>,
     log_level_reloader: Option<crate::node::LogLevelReloader>,
+    local_broker: Option<Arc<crate::bus::LocalBroker>>,
 }
 
 impl ServerBuilder {
@@ -173,6 +186,13 @@ impl ServerBuilder {
         self
     }
 
+    /// With `cluster.bus_type: local`, joins the nodes built with the same broker into one
+    /// in-process cluster (several nodes embedded in one process; fast cluster tests).
+    pub fn local_broker(mut self, broker: Arc<crate::bus::LocalBroker>) -> Self {
+        self.local_broker = Some(broker);
+        self
+    }
+
     /// Lets config reloads change the log level: `f` applies a new `log.level` (the binary
     /// passes its `tracing_subscriber` reload handle).
     pub fn log_level_reloader(
@@ -206,6 +226,7 @@ impl ServerBuilder {
         node.log_level_reloader = self.log_level_reloader;
         Ok(Server {
             node: Arc::new(node),
+            local_broker: self.local_broker,
         })
     }
 }
@@ -213,6 +234,7 @@ impl ServerBuilder {
 /// A configured node, not yet listening.
 pub struct Server {
     node: Arc<Node>,
+    local_broker: Option<Arc<crate::bus::LocalBroker>>,
 }
 
 impl Server {
@@ -235,13 +257,19 @@ impl Server {
             .socket_addr()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind(addr).await?;
-        self.serve(listener)
+        self.serve(listener).await
     }
 
-    /// Starts serving on `listener` (tests bind `127.0.0.1:0`).
-    pub fn serve(self, listener: TcpListener) -> std::io::Result<RunningServer> {
+    /// Starts the cluster bus (when configured) and serves on `listener` (tests bind
+    /// `127.0.0.1:0`). A broker that is down does not stop the start: the node serves local
+    /// traffic and reconnects in the background.
+    pub async fn serve(self, listener: TcpListener) -> std::io::Result<RunningServer> {
         let local_addr = listener.local_addr()?;
         let node = self.node;
+        let config = node.config();
+        node.start_cluster(&config, self.local_broker)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let accept = tokio::spawn(crate::http::accept_loop(node.clone(), listener));
         tracing::info!(addr = %local_addr, node_id = %node.hub.node_id(), "wshub listening");
         Ok(RunningServer {
@@ -280,10 +308,9 @@ impl RunningServer {
         self.handle.shutdown();
         let _ = self.accept.await;
         node.tasks.close();
-        if tokio::time::timeout(timeout, node.tasks.wait())
-            .await
-            .is_err()
-        {
+        let waited = tokio::time::timeout(timeout, node.tasks.wait()).await;
+        node.stop_cluster().await;
+        if waited.is_err() {
             tracing::warn!(
                 remaining = node.tasks.len(),
                 "shutdown timed out with tasks still running"
@@ -303,42 +330,46 @@ impl ServerHandle {
         self.node.hub.node_id().as_str()
     }
 
-    /// Sends an envelope of `message_type` with `data` to one client.
-    pub fn send_to_client(
+    /// Sends an envelope of `message_type` with `data` to one client, on whatever node.
+    pub async fn send_to_client(
         &self,
         client_id: &str,
         message_type: &str,
         data: &impl Serialize,
     ) -> Result<(), SendError> {
         let frame = self.node.hub.frame(message_type, data, None)?;
-        self.node
-            .hub
-            .send_to_client(client_id, frame)
-            .map_err(|_| SendError::ClientNotFound)
+        Ok(self.node.publish_direct(client_id, frame).await?)
     }
 
-    /// Sends an envelope to every member of a room (encoded once).
-    pub fn send_to_room(
+    /// Sends an envelope to every member of a room on every node (encoded once).
+    pub async fn send_to_room(
         &self,
         room_id: &str,
         message_type: &str,
         data: &impl Serialize,
     ) -> Result<Delivery, SendError> {
         let frame = self.node.hub.frame(message_type, data, None)?;
-        self.node
-            .hub
-            .publish_room(room_id, &frame, None)
-            .map_err(|_| SendError::RoomNotFound)
+        Ok(self.node.publish_room(room_id, frame, None).await?)
     }
 
-    /// Sends an envelope to every client on this node (encoded once).
-    pub fn broadcast(
+    /// Sends an envelope to every client on every node (encoded once).
+    pub async fn broadcast(
         &self,
         message_type: &str,
         data: &impl Serialize,
     ) -> Result<Delivery, SendError> {
         let frame = self.node.hub.frame(message_type, data, None)?;
-        Ok(self.node.hub.broadcast(&frame, None))
+        Ok(self.node.publish_broadcast(frame, None).await?)
+    }
+
+    /// The bus kind and state (`("nats", "connected")`), `None` for a single node.
+    pub fn bus_status(&self) -> Option<(&'static str, &'static str)> {
+        self.node.bus_status().map(|(k, s)| (k, s.as_str()))
+    }
+
+    /// Bus subjects this node is subscribed to (sorted).
+    pub fn bus_subscriptions(&self) -> Vec<String> {
+        self.node.bus_subscriptions()
     }
 
     pub fn client_count(&self) -> usize {
@@ -380,18 +411,9 @@ impl ServerHandle {
             .create_room(RoomId::from(room_id), name, max_clients)
     }
 
-    /// Disconnects a client (close 1000).
-    pub fn disconnect(&self, client_id: &str) -> Result<(), HubError> {
-        let conn = self
-            .node
-            .hub
-            .client(client_id)
-            .ok_or(HubError::ClientNotFound)?;
-        conn.close(
-            wshub_protocol::close::NORMAL,
-            wshub_protocol::close::reason::KICKED,
-        );
-        Ok(())
+    /// Disconnects a client (close 1000), on whatever node it is.
+    pub async fn disconnect(&self, client_id: &str) -> Result<(), SendError> {
+        Ok(self.node.disconnect_client(client_id).await?)
     }
 
     /// The configuration in effect.
@@ -471,14 +493,16 @@ impl Client {
     }
 
     /// Joins this client to a room, as `join_room` would (without the permission check).
-    pub fn join(&self, room_id: &str) -> Result<(), HubError> {
+    pub async fn join(&self, room_id: &str) -> Result<(), HubError> {
         self.node.hub.join(&RoomId::from(room_id), &self.conn)?;
+        self.node.room_interest(room_id).await;
         self.node.hooks.join(self, room_id);
         Ok(())
     }
 
-    pub fn leave(&self, room_id: &str) -> Result<(), HubError> {
+    pub async fn leave(&self, room_id: &str) -> Result<(), HubError> {
         self.node.hub.leave(room_id, &self.conn)?;
+        self.node.room_interest(room_id).await;
         self.node.hooks.leave(self, room_id);
         Ok(())
     }

@@ -479,7 +479,7 @@ async fn health_reports_node() {
     let json: Value = serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(json["status"], "ok");
     assert_eq!(json["node_id"], server.running.handle().node_id());
-    assert_eq!(json["bus"], "local");
+    assert_eq!(json["bus"], serde_json::json!({"type": "local", "state": "connected"}));
     assert!(json["time"].as_str().unwrap().ends_with('Z'));
 }
 
@@ -538,7 +538,7 @@ async fn raw_request(server: &TestServer, request: &str) -> String {
 async fn closed_event_after_server_side_disconnect() {
     let server = TestServer::start(Config::default()).await;
     let mut a = server.client("kick-me").await;
-    server.running.handle().disconnect("kick-me").unwrap();
+    server.running.handle().disconnect("kick-me").await.unwrap();
     assert_eq!(expect_closed(&mut a).await, Some(1000));
     match a.next_event().await {
         None | Some(Event::Closed(_)) => {}

@@ -21,7 +21,7 @@ fn shout_server() -> wshub::ServerBuilder {
             })?;
             if text == "join" {
                 // Handlers get a client handle that can act on the hub.
-                client.join("via-handler").map_err(HandlerError::from)?;
+                client.join("via-handler").await.map_err(HandlerError::from)?;
                 return Ok(None);
             }
             Ok(Some(Reply::new(
@@ -136,11 +136,13 @@ async fn server_handle_pushes_to_client_room_and_everyone() {
 
     handle
         .send_to_client("a", "hello", &json!({"x": 1}))
+        .await
         .unwrap();
     assert_eq!(a.expect("hello", WAIT).await.unwrap().data, json!({"x": 1}));
 
     let d = handle
         .send_to_room("news", "headline", &json!("rust"))
+        .await
         .unwrap();
     assert_eq!(d.queued, 1);
     assert_eq!(
@@ -148,7 +150,7 @@ async fn server_handle_pushes_to_client_room_and_everyone() {
         json!("rust")
     );
 
-    let d = handle.broadcast("notice", &json!({"all": true})).unwrap();
+    let d = handle.broadcast("notice", &json!({"all": true})).await.unwrap();
     assert_eq!(d.queued, 2);
     for c in [&mut a, &mut b] {
         assert_eq!(
@@ -157,11 +159,11 @@ async fn server_handle_pushes_to_client_room_and_everyone() {
         );
     }
     assert!(matches!(
-        handle.send_to_client("ghost", "x", &json!(null)),
+        handle.send_to_client("ghost", "x", &json!(null)).await,
         Err(wshub::sdk::SendError::ClientNotFound)
     ));
     assert!(matches!(
-        handle.send_to_room("nowhere", "x", &json!(null)),
+        handle.send_to_room("nowhere", "x", &json!(null)).await,
         Err(wshub::sdk::SendError::RoomNotFound)
     ));
 }

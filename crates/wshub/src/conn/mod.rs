@@ -170,8 +170,9 @@ fn connect(node: &Arc<Node>, conn: &Arc<ConnHandle>) {
         },
         None,
     );
-    if let Some(old) = node.hub.register(conn.clone()) {
+    if let Some((old, left)) = node.hub.register(conn.clone()) {
         tracing::info!(old_remote = %old.remote, "connection replaced an older one with the same client id");
+        node.spawn_room_interest(left);
     }
     tracing::info!(authenticated = conn.is_authenticated(), "client connected");
     node.hooks.connect(&Client::new(node.clone(), conn.clone()));
@@ -184,6 +185,7 @@ fn disconnect(node: &Arc<Node>, conn: &Arc<ConnHandle>, code: u16, reason: &str)
     for room in &left {
         node.hooks.leave(&client, room.as_str());
     }
+    node.spawn_room_interest(left.clone());
     tracing::info!(code, reason, rooms_left = left.len(), "client disconnected");
     node.hooks.disconnect(&client, code, reason);
 }

@@ -152,7 +152,11 @@ pub(crate) async fn dispatch(node: &Arc<Node>, conn: &Arc<ConnHandle>, frame: &[
             }
         };
     }
-    let result = match message_type.and_then(|t| handlers::builtin(node, conn, t, env.data)) {
+    let builtin = match message_type {
+        Some(t) => handlers::builtin(node, conn, t, env.data).await,
+        None => None,
+    };
+    let result = match builtin {
         Some(result) => result,
         None => match node.custom_handlers.get(env.message_type.as_ref()) {
             Some(handler) => {

@@ -105,6 +105,19 @@ impl From<HubError> for ApiError {
     }
 }
 
+impl From<crate::fanout::PublishError> for ApiError {
+    fn from(e: crate::fanout::PublishError) -> Self {
+        match e {
+            crate::fanout::PublishError::Hub(h) => h.into(),
+            crate::fanout::PublishError::Bus(b) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Timeout,
+                format!("delivered on this node only: {b}"),
+            ),
+        }
+    }
+}
+
 impl From<serde_json::Error> for ApiError {
     fn from(e: serde_json::Error) -> Self {
         tracing::error!(error = %e, "encoding an API message failed");
@@ -347,7 +360,7 @@ async fn broadcast(
         },
         None,
     )?;
-    Ok(Json(node.hub.broadcast(&frame, None).into()))
+    Ok(Json(node.publish_broadcast(frame, None).await?.into()))
 }
 
 /// Send a `room_message` from `admin.sender_id` to every member of a room.
@@ -372,7 +385,7 @@ async fn broadcast_room(
         None,
     )?;
     Ok(Json(
-        node.hub.publish_room(room.as_str(), &frame, None)?.into(),
+        node.publish_room(room.as_str(), frame, None).await?.into(),
     ))
 }
 
@@ -397,7 +410,7 @@ async fn message_client(
         },
         None,
     )?;
-    node.hub.send_to_client(&id, frame)?;
+    node.publish_direct(&id, frame).await?;
     Ok(Json(Delivered { delivered: 1 }))
 }
 
@@ -454,7 +467,7 @@ async fn delete_room(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    node.hub.delete_room(&id, None)?;
+    node.delete_room(&id, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -505,11 +518,7 @@ async fn disconnect_client(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let conn = node.hub.client(&id).ok_or(HubError::ClientNotFound)?;
-    conn.close(
-        wshub_protocol::close::NORMAL,
-        wshub_protocol::close::reason::KICKED,
-    );
+    node.disconnect_client(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -93,26 +93,50 @@ struct Health {
     time: String,
     version: &'static str,
     node_id: String,
-    bus: &'static str,
+    bus: BusHealth,
     uptime_seconds: u64,
     clients: usize,
 }
 
+#[derive(Serialize)]
+struct BusHealth {
+    /// `local` (also a single node without a cluster), `nats`, `nats+jetstream`, `redis`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// `connected` or `degraded` (broker unreachable: local traffic only).
+    state: &'static str,
+}
+
+/// Liveness plus a summary: 200 while serving (`status` is `degraded` when the bus is down,
+/// since local traffic still flows), 503 once draining.
 async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
     let draining = node.shutdown.is_cancelled();
+    let (kind, bus_state) = node
+        .bus_status()
+        .map_or(("local", crate::bus::BusState::Connected), |(k, s)| (k, s));
+    let status = if draining {
+        "draining"
+    } else if bus_state == crate::bus::BusState::Degraded {
+        "degraded"
+    } else {
+        "ok"
+    };
     let body = Health {
-        status: if draining { "draining" } else { "ok" },
+        status,
         time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
         version: env!("CARGO_PKG_VERSION"),
         node_id: node.hub.node_id().to_string(),
-        bus: "local",
+        bus: BusHealth {
+            kind,
+            state: bus_state.as_str(),
+        },
         uptime_seconds: node.started.elapsed().as_secs(),
         clients: node.hub.client_count(),
     };
-    let status = if draining {
+    let code = if draining {
         http::StatusCode::SERVICE_UNAVAILABLE
     } else {
         http::StatusCode::OK
     };
-    (status, Json(body))
+    (code, Json(body))
 }

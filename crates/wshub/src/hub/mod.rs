@@ -62,6 +62,25 @@ impl HubError {
     }
 }
 
+/// Who a fan-out skips: the sender. Locally that is its connection (a second connection
+/// with the same id elsewhere still gets it); a message from another node names the client.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Exclude<'a> {
+    Nobody,
+    Conn(u64),
+    Client(&'a str),
+}
+
+impl Exclude<'_> {
+    fn skips(&self, conn: &ConnHandle) -> bool {
+        match self {
+            Exclude::Nobody => false,
+            Exclude::Conn(id) => conn.conn_id == *id,
+            Exclude::Client(id) => conn.client_id.as_str() == *id,
+        }
+    }
+}
+
 /// Counts from one fan-out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Delivery {
@@ -131,12 +150,12 @@ impl Hub {
     // ---- clients ----
 
     /// Registers a connection. Returns the connection it replaced, already removed from its
-    /// rooms and told to close.
-    pub(crate) fn register(&self, conn: Arc<ConnHandle>) -> Option<Arc<ConnHandle>> {
+    /// rooms (returned too) and told to close.
+    pub(crate) fn register(&self, conn: Arc<ConnHandle>) -> Option<(Arc<ConnHandle>, Vec<RoomId>)> {
         let old = self.clients.insert(conn.client_id.clone(), conn)?;
-        self.leave_all(&old);
+        let left = self.leave_all(&old);
         old.close(close::REPLACED, close::reason::REPLACED);
-        Some(old)
+        Some((old, left))
     }
 
     /// Removes a connection that ended, and its room memberships. Returns the rooms it left.
@@ -192,7 +211,7 @@ impl Hub {
 
     /// Deletes a room; every member is removed and gets `room_deleted` (but `exclude`, a
     /// connection id: the requester, who gets the reply instead).
-    pub(crate) fn delete_room(&self, id: &str, exclude: Option<u64>) -> Result<Delivery, HubError> {
+    pub(crate) fn delete_room(&self, id: &str, exclude: Exclude<'_>) -> Result<Delivery, HubError> {
         let (_, room) = self.rooms.remove(id).ok_or(HubError::RoomNotFound)?;
         let members: Vec<Arc<ConnHandle>> = room
             .members
@@ -209,7 +228,7 @@ impl Hub {
         ) {
             for m in &members {
                 m.remove_room(id);
-                if Some(m.conn_id) != exclude {
+                if !exclude.skips(m) {
                     delivery.record(m.send(frame.clone()));
                 }
             }
@@ -347,12 +366,20 @@ impl Hub {
 
     // ---- fan-out ----
 
-    /// Queues `frame` to every member of a room but `exclude` (a connection id).
+    /// Whether any connection on this node is in the room (the node then needs the room's
+    /// bus subject).
+    pub(crate) fn has_local_members(&self, room_id: &str) -> bool {
+        self.rooms
+            .get(room_id)
+            .is_some_and(|r| r.member_count() > 0)
+    }
+
+    /// Queues `frame` to every member of a room but `exclude`.
     pub(crate) fn publish_room(
         &self,
         room_id: &str,
         frame: &Bytes,
-        exclude: Option<u64>,
+        exclude: Exclude<'_>,
     ) -> Result<Delivery, HubError> {
         let room = self
             .rooms
@@ -362,7 +389,7 @@ impl Hub {
         let mut delivery = Delivery::default();
         if let Ok(members) = room.members.read() {
             for conn in members.values() {
-                if Some(conn.conn_id) != exclude {
+                if !exclude.skips(conn) {
                     delivery.record(conn.send(frame.clone()));
                 }
             }
@@ -379,11 +406,11 @@ impl Hub {
         }
     }
 
-    /// Queues `frame` to every client on this node but `exclude` (a connection id).
-    pub(crate) fn broadcast(&self, frame: &Bytes, exclude: Option<u64>) -> Delivery {
+    /// Queues `frame` to every client on this node but `exclude`.
+    pub(crate) fn broadcast(&self, frame: &Bytes, exclude: Exclude<'_>) -> Delivery {
         let mut delivery = Delivery::default();
         for conn in self.clients.iter() {
-            if Some(conn.conn_id) != exclude {
+            if !exclude.skips(&conn) {
                 delivery.record(conn.send(frame.clone()));
             }
         }

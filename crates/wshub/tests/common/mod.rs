@@ -25,7 +25,7 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let server = builder.build().expect("build");
         TestServer {
-            running: server.serve(listener).expect("serve"),
+            running: server.serve(listener).await.expect("serve"),
         }
     }
 

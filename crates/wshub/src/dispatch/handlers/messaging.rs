@@ -17,7 +17,7 @@ use crate::node::Node;
 
 /// Only members may post to a room (3003 otherwise): a room's traffic is for its members.
 /// Servers publish to rooms they are not in through the HTTP API or the SDK.
-pub(super) fn room_message(
+pub(super) async fn room_message(
     node: &Arc<Node>,
     conn: &Arc<ConnHandle>,
     req: RoomMessageRequest<'_>,
@@ -35,12 +35,11 @@ pub(super) fn room_message(
         },
         None,
     )?;
-    node.hub
-        .publish_room(&req.room_id, &frame, Some(conn.conn_id))?;
+    node.publish_room(&req.room_id, frame, Some(conn)).await?;
     Ok(None)
 }
 
-pub(super) fn direct_message(
+pub(super) async fn direct_message(
     node: &Node,
     conn: &ConnHandle,
     req: DirectMessageRequest<'_>,
@@ -54,11 +53,11 @@ pub(super) fn direct_message(
         },
         None,
     )?;
-    node.hub.send_to_client(&req.target_id, frame)?;
+    node.publish_direct(&req.target_id, frame).await?;
     Ok(None)
 }
 
-pub(super) fn broadcast(
+pub(super) async fn broadcast(
     node: &Node,
     conn: &ConnHandle,
     req: BroadcastRequest<'_>,
@@ -72,6 +71,6 @@ pub(super) fn broadcast(
         },
         None,
     )?;
-    node.hub.broadcast(&frame, Some(conn.conn_id));
+    node.publish_broadcast(frame, Some(conn)).await?;
     Ok(None)
 }

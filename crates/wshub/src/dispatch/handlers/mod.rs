@@ -24,7 +24,7 @@ use crate::conn::ConnHandle;
 use crate::node::Node;
 
 /// Runs the built-in handler of `t`; `None` when `t` is not something a client sends.
-pub(super) fn builtin(
+pub(super) async fn builtin(
     node: &Arc<Node>,
     conn: &Arc<ConnHandle>,
     t: MessageType,
@@ -32,54 +32,33 @@ pub(super) fn builtin(
 ) -> Option<HandlerResult> {
     use MessageType as T;
     use Permission as P;
+    // Parse `data` as the type, check the permission, then run the body.
+    macro_rules! handle {
+        ($perm:expr, |$r:ident: $ty:ty| $body:expr) => {
+            match parse::<$ty>(conn, t, data, $perm) {
+                Ok($r) => $body,
+                Err(e) => Err(e),
+            }
+        };
+    }
     let result = match t {
-        T::Ping => run(conn, t, data, None, |r: PingRequest| ping::ping(r)),
-        T::JoinRoom => run(conn, t, data, Some(P::JoinRoom), |r: RoomRequest| {
-            rooms::join(node, conn, r)
+        T::Ping => handle!(None, |r: PingRequest| ping::ping(r)),
+        T::JoinRoom => handle!(Some(P::JoinRoom), |r: RoomRequest| rooms::join(node, conn, r).await),
+        T::LeaveRoom => handle!(Some(P::LeaveRoom), |r: RoomRequest| rooms::leave(node, conn, r).await),
+        T::CreateRoom => handle!(Some(P::CreateRoom), |r: CreateRoomRequest| rooms::create(node, r)),
+        T::DeleteRoom => handle!(Some(P::DeleteRoom), |r: RoomRequest| rooms::delete(node, conn, r).await),
+        T::ListRooms => handle!(Some(P::ReadMessage), |_r: Empty| rooms::list(node)),
+        T::RoomMembers => handle!(Some(P::ReadMessage), |r: RoomRequest| rooms::members(node, r)),
+        T::Kick => handle!(Some(P::AdminRoom), |r: KickRequest| rooms::kick(node, conn, r).await),
+        T::RoomMessage => handle!(Some(P::SendMessage), |r: RoomMessageRequest| {
+            messaging::room_message(node, conn, r).await
         }),
-        T::LeaveRoom => run(conn, t, data, Some(P::LeaveRoom), |r: RoomRequest| {
-            rooms::leave(node, conn, r)
+        T::DirectMessage => handle!(Some(P::SendMessage), |r: DirectMessageRequest| {
+            messaging::direct_message(node, conn, r).await
         }),
-        T::CreateRoom => run(
-            conn,
-            t,
-            data,
-            Some(P::CreateRoom),
-            |r: CreateRoomRequest| rooms::create(node, r),
-        ),
-        T::DeleteRoom => run(conn, t, data, Some(P::DeleteRoom), |r: RoomRequest| {
-            rooms::delete(node, conn, r)
+        T::Broadcast => handle!(Some(P::BroadcastMessage), |r: BroadcastRequest| {
+            messaging::broadcast(node, conn, r).await
         }),
-        T::ListRooms => run(conn, t, data, Some(P::ReadMessage), |_: Empty| {
-            rooms::list(node)
-        }),
-        T::RoomMembers => run(conn, t, data, Some(P::ReadMessage), |r: RoomRequest| {
-            rooms::members(node, r)
-        }),
-        T::Kick => run(conn, t, data, Some(P::AdminRoom), |r: KickRequest| {
-            rooms::kick(node, conn, r)
-        }),
-        T::RoomMessage => run(
-            conn,
-            t,
-            data,
-            Some(P::SendMessage),
-            |r: RoomMessageRequest| messaging::room_message(node, conn, r),
-        ),
-        T::DirectMessage => run(
-            conn,
-            t,
-            data,
-            Some(P::SendMessage),
-            |r: DirectMessageRequest| messaging::direct_message(node, conn, r),
-        ),
-        T::Broadcast => run(
-            conn,
-            t,
-            data,
-            Some(P::BroadcastMessage),
-            |r: BroadcastRequest| messaging::broadcast(node, conn, r),
-        ),
         T::Pong
         | T::RoomJoined
         | T::RoomLeft
@@ -131,15 +110,14 @@ impl Request for RoomMessageRequest<'_> {
     }
 }
 
-/// Parses `data` as `R` (error 1001 naming the problem), checks `permission` for the
-/// request's room (error 2001), then runs `handler`.
-fn run<'a, R: Deserialize<'a> + Request>(
+/// Parses `data` as `R` (error 1001 naming the problem) and checks `permission` for the
+/// request's room (error 2001).
+fn parse<'a, R: Deserialize<'a> + Request>(
     conn: &ConnHandle,
     t: MessageType,
     data: Option<&'a RawValue>,
     permission: Option<Permission>,
-    handler: impl FnOnce(R) -> HandlerResult,
-) -> HandlerResult {
+) -> Result<R, HandlerError> {
     let raw = data.map_or("{}", |d| d.get());
     let request: R = serde_json::from_str(raw).map_err(|e| {
         HandlerError::new(ErrorCode::InvalidFormat, format!("invalid data for {t}"))
@@ -151,5 +129,5 @@ fn run<'a, R: Deserialize<'a> + Request>(
     if let Some(p) = permission {
         auth::authorize(&conn.permissions(), p, request.room())?;
     }
-    handler(request)
+    Ok(request)
 }

@@ -13,16 +13,27 @@ use crate::ids::RoomId;
 use crate::node::Node;
 use crate::sdk::Client;
 
-pub(super) fn join(node: &Arc<Node>, conn: &Arc<ConnHandle>, req: RoomRequest) -> HandlerResult {
+pub(super) async fn join(
+    node: &Arc<Node>,
+    conn: &Arc<ConnHandle>,
+    req: RoomRequest,
+) -> HandlerResult {
     let room = RoomId::from(req.room_id);
     node.hub.join(&room, conn)?;
+    // Subscribed before the reply: the member gets everything published after `room_joined`.
+    node.room_interest(room.as_str()).await;
     node.hooks
         .join(&Client::new(node.clone(), conn.clone()), room.as_str());
     status(MessageType::RoomJoined, room, "joined")
 }
 
-pub(super) fn leave(node: &Arc<Node>, conn: &Arc<ConnHandle>, req: RoomRequest) -> HandlerResult {
+pub(super) async fn leave(
+    node: &Arc<Node>,
+    conn: &Arc<ConnHandle>,
+    req: RoomRequest,
+) -> HandlerResult {
     node.hub.leave(&req.room_id, conn)?;
+    node.room_interest(&req.room_id).await;
     node.hooks
         .leave(&Client::new(node.clone(), conn.clone()), &req.room_id);
     status(MessageType::RoomLeft, RoomId::from(req.room_id), "left")
@@ -54,8 +65,8 @@ pub(super) fn create(node: &Node, req: CreateRoomRequest) -> HandlerResult {
     .map(Some)
 }
 
-pub(super) fn delete(node: &Node, conn: &ConnHandle, req: RoomRequest) -> HandlerResult {
-    node.hub.delete_room(&req.room_id, Some(conn.conn_id))?;
+pub(super) async fn delete(node: &Node, conn: &ConnHandle, req: RoomRequest) -> HandlerResult {
+    node.delete_room(&req.room_id, Some(conn)).await?;
     Reply::of(
         MessageType::RoomDeleted,
         &RoomDeleted {
@@ -87,29 +98,22 @@ pub(super) fn members(node: &Node, req: RoomRequest) -> HandlerResult {
     .map(Some)
 }
 
-/// Removes another member from a room (`admin:room`); the member gets `kicked`.
-pub(super) fn kick(
+/// Removes another member from a room (`admin:room`), on whatever node it is; the member
+/// gets `kicked`.
+pub(super) async fn kick(
     node: &Arc<Node>,
     conn: &ConnHandle,
     req: wshub_protocol::messages::KickRequest,
 ) -> HandlerResult {
-    let target = node
-        .hub
-        .client(&req.client_id)
-        .ok_or(crate::hub::HubError::ClientNotFound)?;
-    node.hub.leave(&req.room_id, &target)?;
-    node.hooks
-        .leave(&Client::new(node.clone(), target.clone()), &req.room_id);
-    if let Ok(frame) = node.hub.frame(
+    let notice = node.hub.frame(
         MessageType::Kicked.as_str(),
         &wshub_protocol::messages::KickedNotice {
             room_id: req.room_id.clone(),
             by: conn.client_id.to_string(),
         },
         None,
-    ) {
-        target.send(frame);
-    }
+    )?;
+    node.kick(&req.room_id, &req.client_id, notice).await?;
     Reply::of(
         MessageType::Kicked,
         &serde_json::json!({ "room_id": req.room_id, "client_id": req.client_id }),

@@ -1,0 +1,393 @@
+//! Fan-out across the cluster: every publication is delivered locally through the hub and
+//! published once on the bus for the other nodes; and the receiving side, which turns bus
+//! messages into the same hub operations.
+//!
+//! Handlers, the admin API and the SDK all publish through here, so a message reaches the
+//! same clients whichever door it came in by. With `cluster.enabled: false` there is no bus
+//! and everything here is the hub alone.
+//!
+//! Interest: a node subscribes to a room's subject only while it has local members of the
+//! room. Subscribing happens before `room_joined` is sent, so a member receives everything
+//! published after its join reply; unsubscribing follows the last local member out.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use wshub_protocol::{ErrorCode, close};
+
+use crate::bus::{
+    BusError, BusMessage, BusState, DedupWindow, Inbound, Kind, LocalBroker, LocalBus,
+    NatsBus, RedisBus, SharedBus, Subjects,
+};
+use crate::config::{BusType, Config};
+use crate::conn::ConnHandle;
+use crate::dispatch::HandlerError;
+use crate::hub::{Delivery, Exclude, HubError};
+use crate::ids::RoomId;
+use crate::node::Node;
+use crate::sdk::Client;
+
+/// Messages the node can hold from the bus before the broker connection waits on it.
+const INBOUND_CAPACITY: usize = 16_384;
+
+/// Why a publication did not reach everyone it should have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    /// Local delivery happened; other nodes did not get it.
+    #[error("not delivered to other nodes: {0}")]
+    Bus(#[from] BusError),
+}
+
+impl From<PublishError> for HandlerError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Hub(h) => h.into(),
+            PublishError::Bus(b) => HandlerError::new(
+                ErrorCode::Timeout,
+                "the cluster bus is unavailable: delivered on this node only",
+            )
+            .with_details(b.to_string().into()),
+        }
+    }
+}
+
+/// This node's link to the others.
+pub(crate) struct ClusterLink {
+    bus: SharedBus,
+    subjects: Subjects,
+    origin: String,
+    /// Random per process start: a restarted node with the same id starts a new sequence.
+    boot: u64,
+    seq: AtomicU64,
+    dedup: Mutex<DedupWindow>,
+    /// Rooms whose subject this node is subscribed to. Changes are serialized by this lock so
+    /// a join racing the last leave can't end unsubscribed.
+    rooms: tokio::sync::Mutex<HashSet<String>>,
+}
+
+impl ClusterLink {
+    fn message(&self, kind: Kind, target: &str, extra: &str, frame: Bytes) -> BusMessage {
+        BusMessage {
+            kind,
+            origin: self.origin.clone(),
+            boot: self.boot,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            target: target.to_owned(),
+            extra: extra.to_owned(),
+            frame,
+        }
+    }
+
+    async fn send(&self, subject: String, msg: BusMessage, durable: bool) -> Result<(), BusError> {
+        let msg_id = durable.then(|| msg.msg_id());
+        self.bus.publish(subject, msg.encode(), msg_id).await
+    }
+}
+
+impl Node {
+    /// Connects the bus (when `cluster.enabled`) and starts consuming it. Returns at once even
+    /// if the broker is down: the node serves local traffic and the bus keeps reconnecting.
+    pub(crate) async fn start_cluster(
+        self: &Arc<Self>,
+        config: &Config,
+        local_broker: Option<Arc<LocalBroker>>,
+    ) -> Result<(), BusError> {
+        if !config.cluster.enabled {
+            return Ok(());
+        }
+        let (tx, mut rx) = mpsc::channel::<Inbound>(INBOUND_CAPACITY);
+        let (bus, subjects): (SharedBus, Subjects) = match config.cluster.bus_type {
+            BusType::Local | BusType::Noop => (
+                Arc::new(LocalBus::new(
+                    local_broker.unwrap_or_default(),
+                    tx,
+                )),
+                Subjects::new("wshub."),
+            ),
+            BusType::Nats => {
+                let subjects = Subjects::new(&config.cluster.nats.subject_prefix);
+                let bus = NatsBus::connect(&config.cluster.nats, &subjects, tx).await?;
+                (Arc::new(bus), subjects)
+            }
+            BusType::Redis => {
+                let subjects = Subjects::new(&config.cluster.redis.key_prefix);
+                (Arc::new(RedisBus::connect(&config.cluster.redis, tx).await?), subjects)
+            }
+        };
+        bus.subscribe(subjects.direct()).await?;
+        bus.subscribe(subjects.broadcast()).await?;
+        tracing::info!(bus = bus.kind(), "cluster bus started");
+        let link = ClusterLink {
+            bus,
+            subjects,
+            origin: self.hub.node_id().to_string(),
+            boot: rand_u64(),
+            seq: AtomicU64::new(0),
+            dedup: Mutex::new(DedupWindow::default()),
+            rooms: tokio::sync::Mutex::new(HashSet::new()),
+        };
+        if self.cluster.set(link).is_err() {
+            return Err(BusError::Other("cluster already started".into()));
+        }
+        let node = self.clone();
+        self.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = node.shutdown.cancelled() => break,
+                    msg = rx.recv() => match msg {
+                        Some(msg) => node.on_bus_message(msg),
+                        None => break,
+                    },
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// `"local"`/`"nats"`/... and its state; `None` for a single node without a bus.
+    pub(crate) fn bus_status(&self) -> Option<(&'static str, BusState)> {
+        self.cluster.get().map(|c| (c.bus.kind(), c.bus.state()))
+    }
+
+    pub(crate) fn bus_subscriptions(&self) -> Vec<String> {
+        self.cluster
+            .get()
+            .map(|c| c.bus.subscriptions())
+            .unwrap_or_default()
+    }
+
+    pub(crate) async fn stop_cluster(&self) {
+        if let Some(c) = self.cluster.get() {
+            c.bus.close().await;
+        }
+    }
+
+    // ---- publishing ----
+
+    /// To every member of a room on every node but the sender.
+    pub(crate) async fn publish_room(
+        &self,
+        room: &str,
+        frame: Bytes,
+        sender: Option<&ConnHandle>,
+    ) -> Result<Delivery, PublishError> {
+        let exclude = sender.map_or(Exclude::Nobody, |c| Exclude::Conn(c.conn_id));
+        let local = self.hub.publish_room(room, &frame, exclude);
+        let Some(link) = self.cluster.get() else {
+            return Ok(local?);
+        };
+        // In a cluster the room may have members only elsewhere: "not found here" is not an
+        // error (the shared room registry decides existence).
+        let local = local.unwrap_or_default();
+        let sender_id = sender.map_or("", |c| c.client_id.as_str());
+        let msg = link.message(Kind::Room, room, sender_id, frame);
+        link.send(link.subjects.room(room), msg, true).await?;
+        Ok(local)
+    }
+
+    /// To every client on every node but the sender.
+    pub(crate) async fn publish_broadcast(
+        &self,
+        frame: Bytes,
+        sender: Option<&ConnHandle>,
+    ) -> Result<Delivery, PublishError> {
+        let exclude = sender.map_or(Exclude::Nobody, |c| Exclude::Conn(c.conn_id));
+        let local = self.hub.broadcast(&frame, exclude);
+        if let Some(link) = self.cluster.get() {
+            let sender_id = sender.map_or("", |c| c.client_id.as_str());
+            let msg = link.message(Kind::Broadcast, "", sender_id, frame);
+            link.send(link.subjects.broadcast(), msg, false).await?;
+        }
+        Ok(local)
+    }
+
+    /// To one client, wherever it is connected.
+    pub(crate) async fn publish_direct(&self, target: &str, frame: Bytes) -> Result<(), PublishError> {
+        match self.hub.send_to_client(target, frame.clone()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let Some(link) = self.cluster.get() else {
+                    return Err(e.into());
+                };
+                // Not here: the node that has it delivers it. Without a cluster-wide client
+                // registry a client connected nowhere is not detected here.
+                let msg = link.message(Kind::Direct, target, "", frame);
+                link.send(link.subjects.direct(), msg, false).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes a room on every node; members everywhere get `room_deleted`.
+    pub(crate) async fn delete_room(
+        &self,
+        room: &str,
+        requester: Option<&ConnHandle>,
+    ) -> Result<Delivery, PublishError> {
+        let exclude = requester.map_or(Exclude::Nobody, |c| Exclude::Conn(c.conn_id));
+        let local = self.hub.delete_room(room, exclude);
+        if local.is_ok() {
+            self.room_interest(room).await;
+        }
+        let Some(link) = self.cluster.get() else {
+            return Ok(local?);
+        };
+        let msg = link.message(Kind::RoomDeleted, room, "", Bytes::new());
+        link.send(link.subjects.room(room), msg, false).await?;
+        Ok(local.unwrap_or_default())
+    }
+
+    /// Removes `target` from `room` on whatever node it is, and sends it `notice`.
+    pub(crate) async fn kick(
+        self: &Arc<Self>,
+        room: &str,
+        target: &str,
+        notice: Bytes,
+    ) -> Result<(), PublishError> {
+        if let Some(conn) = self.hub.client(target) {
+            self.kick_local(room, &conn, notice)?;
+            return Ok(());
+        }
+        let Some(link) = self.cluster.get() else {
+            return Err(HubError::ClientNotFound.into());
+        };
+        let msg = link.message(Kind::Kick, target, room, notice);
+        link.send(link.subjects.direct(), msg, false).await?;
+        Ok(())
+    }
+
+    fn kick_local(
+        self: &Arc<Self>,
+        room: &str,
+        conn: &Arc<ConnHandle>,
+        notice: Bytes,
+    ) -> Result<(), HubError> {
+        self.hub.leave(room, conn)?;
+        conn.send(notice);
+        self.hooks
+            .leave(&Client::new(self.clone(), conn.clone()), room);
+        self.spawn_room_interest(vec![RoomId::from(room)]);
+        Ok(())
+    }
+
+    /// Disconnects a client wherever it is connected.
+    pub(crate) async fn disconnect_client(&self, target: &str) -> Result<(), PublishError> {
+        if let Some(conn) = self.hub.client(target) {
+            conn.close(close::NORMAL, close::reason::KICKED);
+            return Ok(());
+        }
+        let Some(link) = self.cluster.get() else {
+            return Err(HubError::ClientNotFound.into());
+        };
+        let msg = link.message(Kind::Disconnect, target, "", Bytes::new());
+        link.send(link.subjects.direct(), msg, false).await?;
+        Ok(())
+    }
+
+    // ---- interest ----
+
+    /// Subscribes to or unsubscribes from `room`'s subject to match whether this node has
+    /// members of it. A broker error is logged, not returned: the bus re-applies wanted
+    /// subscriptions when it reconnects, and local delivery does not depend on it.
+    pub(crate) async fn room_interest(&self, room: &str) {
+        let Some(link) = self.cluster.get() else {
+            return;
+        };
+        let mut subscribed = link.rooms.lock().await;
+        let wanted = self.hub.has_local_members(room);
+        let have = subscribed.contains(room);
+        let result = match (wanted, have) {
+            (true, false) => {
+                subscribed.insert(room.to_owned());
+                link.bus.subscribe(link.subjects.room(room)).await
+            }
+            (false, true) => {
+                subscribed.remove(room);
+                link.bus.unsubscribe(link.subjects.room(room)).await
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(room_id = room, error = %e, "room subscription change failed; retried on reconnect");
+        }
+    }
+
+    /// [`Node::room_interest`] for rooms left outside an async context (disconnects).
+    pub(crate) fn spawn_room_interest(self: &Arc<Self>, rooms: Vec<RoomId>) {
+        if self.cluster.get().is_none() || rooms.is_empty() {
+            return;
+        }
+        let node = self.clone();
+        self.tasks.spawn(async move {
+            for room in rooms {
+                node.room_interest(room.as_str()).await;
+            }
+        });
+    }
+
+    // ---- receiving ----
+
+    fn on_bus_message(self: &Arc<Self>, inbound: Inbound) {
+        let Some(link) = self.cluster.get() else {
+            return;
+        };
+        let Some(msg) = BusMessage::decode(inbound.payload) else {
+            tracing::warn!(subject = %inbound.subject, "undecodable bus message dropped");
+            return;
+        };
+        // Our own publication echoed back: delivered locally already.
+        if msg.origin == link.origin && msg.boot == link.boot {
+            return;
+        }
+        let fresh = link
+            .dedup
+            .lock()
+            .map(|mut d| d.first_time(&msg.origin, msg.boot, msg.seq))
+            .unwrap_or(true);
+        if !fresh {
+            tracing::debug!(origin = %msg.origin, seq = msg.seq, "duplicate bus message dropped");
+            return;
+        }
+        match msg.kind {
+            Kind::Room => {
+                let _ = self
+                    .hub
+                    .publish_room(&msg.target, &msg.frame, Exclude::Client(&msg.extra));
+            }
+            Kind::Broadcast => {
+                self.hub.broadcast(&msg.frame, Exclude::Client(&msg.extra));
+            }
+            Kind::Direct => {
+                let _ = self.hub.send_to_client(&msg.target, msg.frame);
+            }
+            Kind::RoomDeleted => {
+                if self.hub.delete_room(&msg.target, Exclude::Nobody).is_ok() {
+                    let node = self.clone();
+                    let room = msg.target.clone();
+                    self.tasks.spawn(async move { node.room_interest(&room).await });
+                }
+            }
+            Kind::Kick => {
+                if let Some(conn) = self.hub.client(&msg.target) {
+                    let _ = self.kick_local(&msg.extra, &conn, msg.frame);
+                }
+            }
+            Kind::Disconnect => {
+                if let Some(conn) = self.hub.client(&msg.target) {
+                    conn.close(close::NORMAL, close::reason::KICKED);
+                }
+            }
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    let id = uuid::Uuid::new_v4();
+    let b = id.as_bytes();
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
