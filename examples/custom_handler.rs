@@ -65,7 +65,11 @@ async fn main() -> anyhow::Result<()> {
         loop {
             tick.tick().await;
             let _ = handle
-                .send_to_room("clock", "tick", &json!({ "now": wshub::protocol::now_millis() }))
+                .send_to_room(
+                    "clock",
+                    "tick",
+                    &json!({ "now": wshub::protocol::now_millis() }),
+                )
                 .await;
         }
     });

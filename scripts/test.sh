@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*"; }
 
-# apt_ensure <command> <package>: installs <package> when <command> is not on PATH.
+# apt_ensure <command> <package>: installs <package> when <command> is not on PATH
+# (Debian puts the brokers in /usr/sbin, which is not always on a user's PATH).
 apt_ensure() {
-  if ! command -v "$1" >/dev/null 2>&1; then
+  if ! command -v "$1" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$1" ]; then
     log "installing $2 (for $1)"
     local sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -16,6 +17,10 @@ apt_ensure() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2"
   fi
 }
+
+# Brokers for the cluster tests: the tests start their own on free ports.
+apt_ensure nats-server nats-server
+apt_ensure redis-server redis-server
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 use wshub_protocol::{ErrorCode, close};
 
 use crate::bus::{
-    BusError, BusMessage, BusState, DedupWindow, Inbound, Kind, LocalBroker, LocalBus,
-    NatsBus, RedisBus, SharedBus, Subjects,
+    BusError, BusMessage, BusState, DedupWindow, Inbound, Kind, LocalBroker, LocalBus, NatsBus,
+    RedisBus, SharedBus, Subjects,
 };
 use crate::config::{BusType, Config};
 use crate::conn::ConnHandle;
@@ -103,10 +103,7 @@ impl Node {
         let (tx, mut rx) = mpsc::channel::<Inbound>(INBOUND_CAPACITY);
         let (bus, subjects): (SharedBus, Subjects) = match config.cluster.bus_type {
             BusType::Local | BusType::Noop => (
-                Arc::new(LocalBus::new(
-                    local_broker.unwrap_or_default(),
-                    tx,
-                )),
+                Arc::new(LocalBus::new(local_broker.unwrap_or_default(), tx)),
                 Subjects::new("wshub."),
             ),
             BusType::Nats => {
@@ -116,7 +113,10 @@ impl Node {
             }
             BusType::Redis => {
                 let subjects = Subjects::new(&config.cluster.redis.key_prefix);
-                (Arc::new(RedisBus::connect(&config.cluster.redis, tx).await?), subjects)
+                (
+                    Arc::new(RedisBus::connect(&config.cluster.redis, tx).await?),
+                    subjects,
+                )
             }
         };
         bus.subscribe(subjects.direct()).await?;
@@ -207,7 +207,11 @@ impl Node {
     }
 
     /// To one client, wherever it is connected.
-    pub(crate) async fn publish_direct(&self, target: &str, frame: Bytes) -> Result<(), PublishError> {
+    pub(crate) async fn publish_direct(
+        &self,
+        target: &str,
+        frame: Bytes,
+    ) -> Result<(), PublishError> {
         match self.hub.send_to_client(target, frame.clone()) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -369,7 +373,8 @@ impl Node {
                 if self.hub.delete_room(&msg.target, Exclude::Nobody).is_ok() {
                     let node = self.clone();
                     let room = msg.target.clone();
-                    self.tasks.spawn(async move { node.room_interest(&room).await });
+                    self.tasks
+                        .spawn(async move { node.room_interest(&room).await });
                 }
             }
             Kind::Kick => {

@@ -479,7 +479,10 @@ async fn health_reports_node() {
     let json: Value = serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(json["status"], "ok");
     assert_eq!(json["node_id"], server.running.handle().node_id());
-    assert_eq!(json["bus"], serde_json::json!({"type": "local", "state": "connected"}));
+    assert_eq!(
+        json["bus"],
+        serde_json::json!({"type": "local", "state": "connected"})
+    );
     assert!(json["time"].as_str().unwrap().ends_with('Z'));
 }
 

@@ -21,7 +21,10 @@ fn shout_server() -> wshub::ServerBuilder {
             })?;
             if text == "join" {
                 // Handlers get a client handle that can act on the hub.
-                client.join("via-handler").await.map_err(HandlerError::from)?;
+                client
+                    .join("via-handler")
+                    .await
+                    .map_err(HandlerError::from)?;
                 return Ok(None);
             }
             Ok(Some(Reply::new(
@@ -150,7 +153,10 @@ async fn server_handle_pushes_to_client_room_and_everyone() {
         json!("rust")
     );
 
-    let d = handle.broadcast("notice", &json!({"all": true})).await.unwrap();
+    let d = handle
+        .broadcast("notice", &json!({"all": true}))
+        .await
+        .unwrap();
     assert_eq!(d.queued, 2);
     for c in [&mut a, &mut b] {
         assert_eq!(

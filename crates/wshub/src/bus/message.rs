@@ -151,6 +151,9 @@ mod tests {
         }
         assert_eq!(BusMessage::decode(Bytes::from_static(b"\x09garbage")), None);
         assert_eq!(BusMessage::decode(Bytes::new()), None);
-        assert_eq!(BusMessage::decode(Bytes::from_static(b"\x01\x63\x00")), None);
+        assert_eq!(
+            BusMessage::decode(Bytes::from_static(b"\x01\x63\x00")),
+            None
+        );
     }
 }

@@ -21,6 +21,9 @@ use futures_util::future::BoxFuture;
 use super::{Bus, BusError, BusState, Inbound, InboundSender, Subjects};
 use crate::config::NatsConfig;
 
+/// Nobody subscribes here, and no stream captures it: a request to it is a round trip.
+const SYNC_SUBJECT: &str = "_WSHUB_SYNC";
+
 pub struct NatsBus {
     client: async_nats::Client,
     jetstream: Option<JetStream>,
@@ -212,13 +215,27 @@ impl Bus for NatsBus {
                     }
                 }
             });
-            let mut subs = self
-                .subscriptions
-                .lock()
-                .map_err(|_| BusError::Other("poisoned".into()))?;
-            if let Some(previous) = subs.insert(subject, task) {
-                // Lost a race with a concurrent subscribe: keep one.
-                previous.abort();
+            {
+                let mut subs = self
+                    .subscriptions
+                    .lock()
+                    .map_err(|_| BusError::Other("poisoned".into()))?;
+                if let Some(previous) = subs.insert(subject, task) {
+                    // Lost a race with a concurrent subscribe: keep one.
+                    previous.abort();
+                }
+            }
+            // SUB is only queued so far (and `flush` only writes it out). The server handles a
+            // connection's operations in order, so once it has answered a request sent after
+            // the SUB (no one listens on the sync subject: the answer is "no responders"), the
+            // subscription is in place and what others publish from now on reaches us.
+            // Skipped while disconnected: the subscription is sent on reconnect.
+            if self.connected() {
+                let _ = tokio::time::timeout(
+                    self.op_timeout,
+                    self.client.request(SYNC_SUBJECT, Bytes::new()),
+                )
+                .await;
             }
             Ok(())
         })

@@ -1,6 +1,8 @@
 //! Fixtures: a real server on 127.0.0.1:0 and real WebSocket clients.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod brokers;
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
