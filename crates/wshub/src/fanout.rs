@@ -68,6 +68,18 @@ pub(crate) struct ClusterLink {
     /// Rooms whose subject this node is subscribed to. Changes are serialized by this lock so
     /// a join racing the last leave can't end unsubscribed.
     rooms: tokio::sync::Mutex<HashSet<String>>,
+    pub(crate) stats: BusStats,
+}
+
+/// Counters behind the `wshub_bus_*` metrics.
+#[derive(Default)]
+pub(crate) struct BusStats {
+    pub(crate) published: AtomicU64,
+    pub(crate) publish_errors: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) echoes: AtomicU64,
+    pub(crate) malformed: AtomicU64,
 }
 
 impl ClusterLink {
@@ -85,7 +97,13 @@ impl ClusterLink {
 
     async fn send(&self, subject: String, msg: BusMessage, durable: bool) -> Result<(), BusError> {
         let msg_id = durable.then(|| msg.msg_id());
-        self.bus.publish(subject, msg.encode(), msg_id).await
+        let result = self.bus.publish(subject, msg.encode(), msg_id).await;
+        let counter = match result {
+            Ok(()) => &self.stats.published,
+            Err(_) => &self.stats.publish_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
     }
 }
 
@@ -130,6 +148,7 @@ impl Node {
             seq: AtomicU64::new(0),
             dedup: Mutex::new(DedupWindow::default()),
             rooms: tokio::sync::Mutex::new(HashSet::new()),
+            stats: BusStats::default(),
         };
         if self.cluster.set(link).is_err() {
             return Err(BusError::Other("cluster already started".into()));
@@ -340,12 +359,15 @@ impl Node {
         let Some(link) = self.cluster.get() else {
             return;
         };
+        link.stats.received.fetch_add(1, Ordering::Relaxed);
         let Some(msg) = BusMessage::decode(inbound.payload) else {
+            link.stats.malformed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(subject = %inbound.subject, "undecodable bus message dropped");
             return;
         };
         // Our own publication echoed back: delivered locally already.
         if msg.origin == link.origin && msg.boot == link.boot {
+            link.stats.echoes.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let fresh = link
@@ -354,6 +376,7 @@ impl Node {
             .map(|mut d| d.first_time(&msg.origin, msg.boot, msg.seq))
             .unwrap_or(true);
         if !fresh {
+            link.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(origin = %msg.origin, seq = msg.seq, "duplicate bus message dropped");
             return;
         }

@@ -93,6 +93,21 @@ async fn wait_connected(nodes: &[&TestServer]) {
     }
 }
 
+async fn metric(node: &TestServer, name: &str) -> u64 {
+    let text = reqwest::get(node.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// No second copy arrives.
 async fn no_more(client: &mut Client, message_type: &str) {
     assert!(
@@ -179,12 +194,17 @@ async fn delivery_across_nodes(backend: Backend) {
         subject_of(&c)
     );
     assert!(has_lobby(subject_of(&a)));
+    let c_received = metric(&c, "wshub_bus_received_total").await;
+    let b_received = metric(&b, "wshub_bus_received_total").await;
     a1.room_message("lobby", json!({"n": 2})).await.unwrap();
     assert_eq!(
         b1.expect("room_message", WAIT).await.unwrap().data["content"]["n"],
         2
     );
     no_more(&mut c1, "room_message").await;
+    // C, with no member left, did not even receive the room's traffic from the bus.
+    assert_eq!(metric(&c, "wshub_bus_received_total").await, c_received);
+    assert!(metric(&b, "wshub_bus_received_total").await > b_received);
 
     // Kick across nodes, then deletion across nodes.
     c1.join_room("lobby").await.unwrap();
@@ -272,6 +292,8 @@ async fn broker_outage(backend: Backend) {
         .unwrap();
     assert_eq!(health["status"], "degraded");
     assert_eq!(health["bus"]["state"], "degraded");
+    assert_eq!(metric(&a, "wshub_bus_up").await, 0);
+    let errors_before = metric(&a, "wshub_bus_publish_errors_total").await;
 
     // Local delivery keeps working; the sender learns the other nodes were not reached (1004),
     // quickly rather than hanging.
@@ -280,6 +302,10 @@ async fn broker_outage(backend: Backend) {
         .request("room_message", json!({"room_id": "r", "content": "during"}))
         .await
         .unwrap_err();
+    assert_eq!(
+        metric(&a, "wshub_bus_publish_errors_total").await,
+        errors_before + 1
+    );
     assert_eq!(err.code().map(|c| c.as_u16()), Some(1004), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(
@@ -303,6 +329,7 @@ async fn broker_outage(backend: Backend) {
             ),
         }
     }
+    assert_eq!(metric(&a, "wshub_bus_up").await, 1);
 }
 
 #[tokio::test]

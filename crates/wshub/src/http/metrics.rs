@@ -42,6 +42,58 @@ pub(super) async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse 
         "Configuration reloads rejected (the running configuration stayed).",
         node.reload_failures.load(Ordering::Relaxed),
     );
+    if let Some(link) = node.cluster.get() {
+        let stats = &link.stats;
+        let up = node
+            .bus_status()
+            .is_some_and(|(_, s)| s == crate::bus::BusState::Connected);
+        metric(
+            "wshub_bus_up",
+            "gauge",
+            "1 while the cluster bus is connected, 0 while degraded.",
+            u64::from(up),
+        );
+        metric(
+            "wshub_bus_subscriptions",
+            "gauge",
+            "Bus subjects this node is subscribed to.",
+            node.bus_subscriptions().len() as u64,
+        );
+        for (name, help, counter) in [
+            (
+                "wshub_bus_published_total",
+                "Messages published to the bus.",
+                &stats.published,
+            ),
+            (
+                "wshub_bus_publish_errors_total",
+                "Bus publishes that failed or timed out.",
+                &stats.publish_errors,
+            ),
+            (
+                "wshub_bus_received_total",
+                "Messages received from the bus.",
+                &stats.received,
+            ),
+            (
+                "wshub_bus_duplicates_dropped_total",
+                "Bus messages dropped as duplicates.",
+                &stats.duplicates,
+            ),
+            (
+                "wshub_bus_echoes_dropped_total",
+                "This node's own publications dropped on return.",
+                &stats.echoes,
+            ),
+            (
+                "wshub_bus_malformed_total",
+                "Undecodable bus messages dropped.",
+                &stats.malformed,
+            ),
+        ] {
+            metric(name, "counter", help, counter.load(Ordering::Relaxed));
+        }
+    }
     (
         [(
             http::header::CONTENT_TYPE,
