@@ -57,9 +57,13 @@ async fn main() -> anyhow::Result<()> {
         })
         .build()?;
 
+    let running = server.bind().await?;
+
     // The `clock` room exists from the start; a task pushes into it from outside any handler.
-    let handle = server.handle();
-    handle.create_room("clock", Some("Clock".into()), None)?;
+    let handle = running.handle();
+    handle
+        .create_room("clock", Some("Clock".into()), None)
+        .await?;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -73,8 +77,6 @@ async fn main() -> anyhow::Result<()> {
                 .await;
         }
     });
-
-    let running = server.bind().await?;
     tracing::info!(addr = %running.local_addr(), "example running; ctrl-c to stop");
     tokio::signal::ctrl_c().await?;
     running.shutdown(Duration::from_secs(5)).await;

@@ -83,6 +83,10 @@ message_types! {
     Kick => "kick",
     /// Reply to `kick` `{room_id, client_id}`; to the kicked member `{room_id, by}`.
     Kicked => "kicked",
+    /// To a room's members (with `rooms.presence_events`): `{room_id, client_id, info?}`.
+    PresenceJoin => "presence_join",
+    /// To a room's members (with `rooms.presence_events`): `{room_id, client_id}`.
+    PresenceLeave => "presence_leave",
 }
 
 impl std::fmt::Display for MessageType {

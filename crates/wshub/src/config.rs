@@ -125,6 +125,9 @@ pub struct RoomsConfig {
     pub auto_create: bool,
     /// `max_clients` of rooms created without one (auto-created included); 0 = unlimited.
     pub default_max_clients: u32,
+    /// Send `presence_join` / `presence_leave` to a room's members when someone joins or
+    /// leaves (on any node). Default false (GoHub clients don't expect them).
+    pub presence_events: bool,
 }
 
 impl Default for RoomsConfig {
@@ -132,6 +135,7 @@ impl Default for RoomsConfig {
         RoomsConfig {
             auto_create: true,
             default_max_clients: 0,
+            presence_events: false,
         }
     }
 }
@@ -150,7 +154,7 @@ pub enum BusType {
 }
 
 /// `cluster.*` (needs a restart).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// GoHub key: false runs a single node on the in-process bus. Default false.
@@ -159,8 +163,31 @@ pub struct ClusterConfig {
     pub bus_type: BusType,
     /// This node's id; generated (`node-<8 hex>`) when empty.
     pub node_id: String,
+    /// How often this node publishes its heartbeat (address and load). Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A node silent this long is dead: its clients and memberships are removed. Default 6 s.
+    #[serde(with = "humantime_serde")]
+    pub node_ttl: Duration,
+    /// The address other nodes and `/api/nodes` show for this node; `server.addr` when empty.
+    pub advertise_addr: String,
     pub nats: NatsConfig,
     pub redis: RedisConfig,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enabled: false,
+            bus_type: BusType::Local,
+            node_id: String::new(),
+            heartbeat_interval: Duration::from_secs(2),
+            node_ttl: Duration::from_secs(6),
+            advertise_addr: String::new(),
+            nats: NatsConfig::default(),
+            redis: RedisConfig::default(),
+        }
+    }
 }
 
 /// `cluster.nats.*` (GoHub's keys).
@@ -511,6 +538,12 @@ impl Config {
             matches!(self.cluster.redis.mode.as_str(), "single" | "cluster"),
             "cluster.redis.mode",
             "must be single or cluster",
+        );
+        check(
+            self.cluster.node_ttl > self.cluster.heartbeat_interval
+                && !self.cluster.heartbeat_interval.is_zero(),
+            "cluster.node_ttl",
+            "must be longer than cluster.heartbeat_interval (which must be more than 0)",
         );
         check(
             !self.cluster.nats.urls.is_empty(),

@@ -22,11 +22,11 @@ use crate::bus::{
     BusError, BusMessage, BusState, DedupWindow, Inbound, Kind, LocalBroker, LocalBus, NatsBus,
     RedisBus, SharedBus, Subjects,
 };
+use crate::cluster::{NatsStateStore, RedisStateStore, StateStore};
 use crate::config::{BusType, Config};
 use crate::conn::ConnHandle;
 use crate::dispatch::HandlerError;
 use crate::hub::{Delivery, Exclude, HubError};
-use crate::ids::RoomId;
 use crate::node::Node;
 use crate::sdk::Client;
 
@@ -41,6 +41,9 @@ pub enum PublishError {
     /// Local delivery happened; other nodes did not get it.
     #[error("not delivered to other nodes: {0}")]
     Bus(#[from] BusError),
+    /// The cluster state (rooms, memberships) could not be read or written.
+    #[error(transparent)]
+    Store(#[from] crate::cluster::StoreError),
 }
 
 impl From<PublishError> for HandlerError {
@@ -52,6 +55,14 @@ impl From<PublishError> for HandlerError {
                 "the cluster bus is unavailable: delivered on this node only",
             )
             .with_details(b.to_string().into()),
+            PublishError::Store(e) => {
+                tracing::warn!(error = %e, "cluster state unavailable");
+                HandlerError::new(
+                    ErrorCode::Timeout,
+                    "the cluster state is unavailable; try again",
+                )
+                .with_details(e.to_string().into())
+            }
         }
     }
 }
@@ -116,27 +127,44 @@ impl Node {
         local_broker: Option<Arc<LocalBroker>>,
     ) -> Result<(), BusError> {
         if !config.cluster.enabled {
+            let _ = self
+                .state
+                .set(Arc::new(crate::cluster::MemoryStateStore::default()));
+            self.join_state().await;
             return Ok(());
         }
         let (tx, mut rx) = mpsc::channel::<Inbound>(INBOUND_CAPACITY);
-        let (bus, subjects): (SharedBus, Subjects) = match config.cluster.bus_type {
-            BusType::Local | BusType::Noop => (
-                Arc::new(LocalBus::new(local_broker.unwrap_or_default(), tx)),
-                Subjects::new("wshub."),
-            ),
-            BusType::Nats => {
-                let subjects = Subjects::new(&config.cluster.nats.subject_prefix);
-                let bus = NatsBus::connect(&config.cluster.nats, &subjects, tx).await?;
-                (Arc::new(bus), subjects)
-            }
-            BusType::Redis => {
-                let subjects = Subjects::new(&config.cluster.redis.key_prefix);
-                (
-                    Arc::new(RedisBus::connect(&config.cluster.redis, tx).await?),
-                    subjects,
-                )
-            }
-        };
+        let (bus, subjects, state): (SharedBus, Subjects, Arc<dyn StateStore>) =
+            match config.cluster.bus_type {
+                BusType::Local | BusType::Noop => {
+                    let broker = local_broker.unwrap_or_default();
+                    let state = broker.state.clone();
+                    (
+                        Arc::new(LocalBus::new(broker, tx)),
+                        Subjects::new("wshub."),
+                        state,
+                    )
+                }
+                BusType::Nats => {
+                    let subjects = Subjects::new(&config.cluster.nats.subject_prefix);
+                    let bus = NatsBus::connect(&config.cluster.nats, &subjects, tx).await?;
+                    let state = NatsStateStore::new(
+                        bus.client(),
+                        &config.cluster.nats,
+                        config.cluster.node_ttl,
+                    );
+                    (Arc::new(bus), subjects, Arc::new(state))
+                }
+                BusType::Redis => {
+                    let subjects = Subjects::new(&config.cluster.redis.key_prefix);
+                    let bus = RedisBus::connect(&config.cluster.redis, tx).await?;
+                    let state = RedisStateStore::connect(&config.cluster.redis)
+                        .await
+                        .map_err(|e| BusError::Other(e.to_string()))?;
+                    (Arc::new(bus), subjects, Arc::new(state))
+                }
+            };
+        let _ = self.state.set(state);
         bus.subscribe(subjects.direct()).await?;
         bus.subscribe(subjects.broadcast()).await?;
         tracing::info!(bus = bus.kind(), "cluster bus started");
@@ -165,7 +193,29 @@ impl Node {
                 }
             }
         });
+        self.join_state().await;
         Ok(())
+    }
+
+    /// First heartbeat (so this node is listed at once), then the heartbeat task.
+    async fn join_state(self: &Arc<Self>) {
+        let config = self.config();
+        let _ = self
+            .state()
+            .heartbeat(
+                crate::cluster::NodeRecord {
+                    node_id: self.hub.node_id().to_string(),
+                    addr: config.server.addr.clone(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    clients: 0,
+                    rooms: 0,
+                    started_at_ms: self.started_at_ms,
+                    heartbeat_at_ms: crate::cluster::now_ms(),
+                },
+                config.cluster.node_ttl,
+            )
+            .await;
+        self.start_heartbeat();
     }
 
     /// `"local"`/`"nats"`/... and its state; `None` for a single node without a bus.
@@ -237,8 +287,10 @@ impl Node {
                 let Some(link) = self.cluster.get() else {
                     return Err(e.into());
                 };
-                // Not here: the node that has it delivers it. Without a cluster-wide client
-                // registry a client connected nowhere is not detected here.
+                // Not here: the node that has it (per the client registry) delivers it.
+                if self.state().client_node(target).await?.is_none() {
+                    return Err(HubError::ClientNotFound.into());
+                }
                 let msg = link.message(Kind::Direct, target, "", frame);
                 link.send(link.subjects.direct(), msg, false).await?;
                 Ok(())
@@ -246,23 +298,25 @@ impl Node {
         }
     }
 
-    /// Deletes a room on every node; members everywhere get `room_deleted`.
+    /// Deletes a room from the registry and on every node; members everywhere get
+    /// `room_deleted`.
     pub(crate) async fn delete_room(
         &self,
         room: &str,
         requester: Option<&ConnHandle>,
     ) -> Result<Delivery, PublishError> {
-        let exclude = requester.map_or(Exclude::Nobody, |c| Exclude::Conn(c.conn_id));
-        let local = self.hub.delete_room(room, exclude);
-        if local.is_ok() {
-            self.room_interest(room).await;
+        if self.state().delete_room(room).await?.is_none() {
+            return Err(HubError::RoomNotFound.into());
         }
-        let Some(link) = self.cluster.get() else {
-            return Ok(local?);
-        };
-        let msg = link.message(Kind::RoomDeleted, room, "", Bytes::new());
-        link.send(link.subjects.room(room), msg, false).await?;
-        Ok(local.unwrap_or_default())
+        let exclude = requester.map_or(Exclude::Nobody, |c| Exclude::Conn(c.conn_id));
+        let local = self.hub.delete_room(room, exclude).unwrap_or_default();
+        self.room_interest(room).await;
+        tracing::info!(room_id = room, "room deleted");
+        if let Some(link) = self.cluster.get() {
+            let msg = link.message(Kind::RoomDeleted, room, "", Bytes::new());
+            link.send(link.subjects.room(room), msg, false).await?;
+        }
+        Ok(local)
     }
 
     /// Removes `target` from `room` on whatever node it is, and sends it `notice`.
@@ -279,6 +333,9 @@ impl Node {
         let Some(link) = self.cluster.get() else {
             return Err(HubError::ClientNotFound.into());
         };
+        if self.state().client_node(target).await?.is_none() {
+            return Err(HubError::ClientNotFound.into());
+        }
         let msg = link.message(Kind::Kick, target, room, notice);
         link.send(link.subjects.direct(), msg, false).await?;
         Ok(())
@@ -294,7 +351,10 @@ impl Node {
         conn.send(notice);
         self.hooks
             .leave(&Client::new(self.clone(), conn.clone()), room);
-        self.spawn_room_interest(vec![RoomId::from(room)]);
+        let node = self.clone();
+        let (room, client) = (room.to_owned(), conn.client_id.to_string());
+        self.tasks
+            .spawn(async move { node.forget_membership(&room, &client).await });
         Ok(())
     }
 
@@ -307,7 +367,20 @@ impl Node {
         let Some(link) = self.cluster.get() else {
             return Err(HubError::ClientNotFound.into());
         };
+        if self.state().client_node(target).await?.is_none() {
+            return Err(HubError::ClientNotFound.into());
+        }
         let msg = link.message(Kind::Disconnect, target, "", Bytes::new());
+        link.send(link.subjects.direct(), msg, false).await?;
+        Ok(())
+    }
+
+    /// Tells `node` to close its connection of `client`, which reconnected here.
+    pub(crate) async fn send_replaced(&self, client: &str, node: &str) -> Result<(), PublishError> {
+        let Some(link) = self.cluster.get() else {
+            return Ok(());
+        };
+        let msg = link.message(Kind::Replaced, client, node, Bytes::new());
         link.send(link.subjects.direct(), msg, false).await?;
         Ok(())
     }
@@ -338,19 +411,6 @@ impl Node {
         if let Err(e) = result {
             tracing::warn!(room_id = room, error = %e, "room subscription change failed; retried on reconnect");
         }
-    }
-
-    /// [`Node::room_interest`] for rooms left outside an async context (disconnects).
-    pub(crate) fn spawn_room_interest(self: &Arc<Self>, rooms: Vec<RoomId>) {
-        if self.cluster.get().is_none() || rooms.is_empty() {
-            return;
-        }
-        let node = self.clone();
-        self.tasks.spawn(async move {
-            for room in rooms {
-                node.room_interest(room.as_str()).await;
-            }
-        });
     }
 
     // ---- receiving ----
@@ -408,6 +468,13 @@ impl Node {
             Kind::Disconnect => {
                 if let Some(conn) = self.hub.client(&msg.target) {
                     conn.close(close::NORMAL, close::reason::KICKED);
+                }
+            }
+            Kind::Replaced => {
+                if msg.extra == link.origin
+                    && let Some(conn) = self.hub.client(&msg.target)
+                {
+                    conn.close(close::REPLACED, close::reason::REPLACED);
                 }
             }
         }

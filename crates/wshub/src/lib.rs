@@ -20,6 +20,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod cluster;
 pub mod config;
 mod conn;
 mod dispatch;
@@ -29,6 +30,7 @@ mod hub;
 pub mod ids;
 mod node;
 mod reload;
+mod rooms;
 pub mod sdk;
 mod wire;
 

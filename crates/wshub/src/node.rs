@@ -18,6 +18,10 @@ pub(crate) struct Node {
     pub(crate) hub: Hub,
     /// The bus to the other nodes; unset for a single node (`cluster.enabled: false`).
     pub(crate) cluster: OnceLock<crate::fanout::ClusterLink>,
+    /// Rooms, memberships, client locations, live nodes (in memory for a single node).
+    pub(crate) state: OnceLock<Arc<dyn crate::cluster::StateStore>>,
+    pub(crate) started_at_ms: i64,
+    pub(crate) dead_node_cleanups: AtomicU64,
     config: RwLock<Arc<Config>>,
     verifier: RwLock<Arc<Verifier>>,
     pub(crate) custom_handlers: HashMap<String, CustomHandler>,
@@ -87,6 +91,9 @@ impl Node {
         Node {
             hub,
             cluster: OnceLock::new(),
+            state: OnceLock::new(),
+            started_at_ms: crate::cluster::now_ms(),
+            dead_node_cleanups: AtomicU64::new(0),
             limits: LiveLimits::new(&config),
             log_level_reloader: None,
             reloads: AtomicU64::new(0),
@@ -152,7 +159,6 @@ impl Node {
             tracing::warn!(error = %e, "log.level could not be applied");
         }
         self.limits.set(&new);
-        self.hub.set_rooms_config(new.rooms.clone());
         if let Ok(mut v) = self.verifier.write() {
             *v = Arc::new(verifier);
         }

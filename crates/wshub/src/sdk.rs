@@ -114,6 +114,9 @@ impl From<crate::fanout::PublishError> for SendError {
             crate::fanout::PublishError::Hub(HubError::RoomNotFound) => SendError::RoomNotFound,
             crate::fanout::PublishError::Hub(_) => SendError::ClientNotFound,
             crate::fanout::PublishError::Bus(b) => SendError::Bus(b),
+            crate::fanout::PublishError::Store(e) => {
+                SendError::Bus(crate::bus::BusError::Other(e.to_string()))
+            }
         }
     }
 }
@@ -221,7 +224,7 @@ impl ServerBuilder {
                 "auth is on but server.allowed_origins is empty: any web page may open connections with its visitors' tokens"
             );
         }
-        let hub = Hub::new(node_id, self.config.rooms.clone());
+        let hub = Hub::new(node_id);
         let mut node = Node::new(hub, verifier, self.config, self.handlers, self.hooks);
         node.log_level_reloader = self.log_level_reloader;
         Ok(Server {
@@ -309,6 +312,7 @@ impl RunningServer {
         let _ = self.accept.await;
         node.tasks.close();
         let waited = tokio::time::timeout(timeout, node.tasks.wait()).await;
+        node.leave_cluster().await;
         node.stop_cluster().await;
         if waited.is_err() {
             tracing::warn!(
@@ -399,16 +403,40 @@ impl ServerHandle {
             .collect())
     }
 
-    /// Creates a room (`max_clients` 0 = unlimited).
-    pub fn create_room(
+    /// Creates a room in the cluster registry (`max_clients` 0 = unlimited).
+    pub async fn create_room(
         &self,
         room_id: &str,
         name: Option<String>,
         max_clients: Option<u32>,
-    ) -> Result<RoomInfo, HubError> {
+    ) -> Result<RoomInfo, crate::fanout::PublishError> {
         self.node
-            .hub
             .create_room(RoomId::from(room_id), name, max_clients)
+            .await
+    }
+
+    /// Rooms of the whole cluster, with member counts.
+    pub async fn cluster_rooms(&self) -> Result<Vec<RoomInfo>, crate::fanout::PublishError> {
+        self.node.list_rooms().await
+    }
+
+    /// Members of a room on every node.
+    pub async fn cluster_members(
+        &self,
+        room_id: &str,
+    ) -> Result<Vec<String>, crate::fanout::PublishError> {
+        Ok(self
+            .node
+            .room_members(room_id)
+            .await?
+            .into_iter()
+            .map(|m| m.client_id)
+            .collect())
+    }
+
+    /// Live nodes of the cluster (this one included).
+    pub async fn nodes(&self) -> Vec<crate::cluster::NodeRecord> {
+        self.node.live_nodes().await
     }
 
     /// Disconnects a client (close 1000), on whatever node it is.
@@ -493,16 +521,16 @@ impl Client {
     }
 
     /// Joins this client to a room, as `join_room` would (without the permission check).
-    pub async fn join(&self, room_id: &str) -> Result<(), HubError> {
-        self.node.hub.join(&RoomId::from(room_id), &self.conn)?;
-        self.node.room_interest(room_id).await;
+    pub async fn join(&self, room_id: &str) -> Result<(), crate::fanout::PublishError> {
+        self.node
+            .join_room(&RoomId::from(room_id), &self.conn)
+            .await?;
         self.node.hooks.join(self, room_id);
         Ok(())
     }
 
-    pub async fn leave(&self, room_id: &str) -> Result<(), HubError> {
-        self.node.hub.leave(room_id, &self.conn)?;
-        self.node.room_interest(room_id).await;
+    pub async fn leave(&self, room_id: &str) -> Result<(), crate::fanout::PublishError> {
+        self.node.leave_room(room_id, &self.conn).await?;
         self.node.hooks.leave(self, room_id);
         Ok(())
     }

@@ -302,10 +302,9 @@ async fn broker_outage(backend: Backend) {
         .request("room_message", json!({"room_id": "r", "content": "during"}))
         .await
         .unwrap_err();
-    assert_eq!(
-        metric(&a, "wshub_bus_publish_errors_total").await,
-        errors_before + 1
-    );
+    // At least this publish failed and was counted (a JetStream publish still waiting for its
+    // acknowledgement when the broker died fails too).
+    assert!(metric(&a, "wshub_bus_publish_errors_total").await > errors_before);
     assert_eq!(err.code().map(|c| c.as_u16()), Some(1004), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(

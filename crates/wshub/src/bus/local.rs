@@ -11,11 +11,13 @@ use futures_util::future::BoxFuture;
 
 use super::{Bus, BusError, BusState, Inbound, InboundSender};
 
-/// Routes publications between the [`LocalBus`]es of one process.
+/// Routes publications between the [`LocalBus`]es of one process, and holds their shared
+/// cluster state.
 #[derive(Default)]
 pub struct LocalBroker {
     subscribers: Mutex<HashMap<String, Vec<(u64, InboundSender)>>>,
     next_id: AtomicU64,
+    pub(crate) state: Arc<crate::cluster::MemoryStateStore>,
 }
 
 impl LocalBroker {

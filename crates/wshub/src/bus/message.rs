@@ -35,6 +35,8 @@ pub(crate) enum Kind {
     Kick = 5,
     /// Disconnect client `target` if it is local.
     Disconnect = 6,
+    /// Client `target` connected elsewhere: node `extra` closes its connection (4409).
+    Replaced = 7,
 }
 
 impl Kind {
@@ -46,6 +48,7 @@ impl Kind {
             4 => Kind::RoomDeleted,
             5 => Kind::Kick,
             6 => Kind::Disconnect,
+            7 => Kind::Replaced,
             _ => return None,
         })
     }

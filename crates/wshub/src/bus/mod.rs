@@ -37,6 +37,7 @@ pub use local::{LocalBroker, LocalBus};
 pub(crate) use message::{BusMessage, Kind};
 pub use nats::NatsBus;
 pub use redis::RedisBus;
+pub(crate) use redis::fred_config as redis_config;
 pub(crate) use subject::Subjects;
 
 /// Connection state of a bus, as `/health` and metrics report it.

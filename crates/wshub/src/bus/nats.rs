@@ -112,6 +112,11 @@ impl NatsBus {
         self.client.connection_state() == State::Connected
     }
 
+    /// The connection, shared with the state store (KV buckets).
+    pub(crate) fn client(&self) -> async_nats::Client {
+        self.client.clone()
+    }
+
     async fn publish_durable(
         &self,
         js: &JetStream,

@@ -29,7 +29,8 @@ pub struct RedisBus {
     connections: Vec<fred::types::ConnectHandle>,
 }
 
-fn fred_config(cfg: &RedisConfig) -> Result<Config, BusError> {
+/// The fred client configuration for `cluster.redis` (shared with the state store).
+pub(crate) fn fred_config(cfg: &RedisConfig) -> Result<Config, BusError> {
     let hosts: Vec<(String, u16)> = cfg
         .addrs
         .iter()

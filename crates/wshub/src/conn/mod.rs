@@ -132,7 +132,7 @@ async fn run(
     if let Some(correlation) = auth_reply {
         reply_authenticated(&node, &conn, correlation);
     }
-    connect(&node, &conn);
+    connect(&node, &conn).await;
 
     loop {
         match read_loop(&node, &conn, &mut reader, &mut rd).await {
@@ -147,7 +147,7 @@ async fn run(
                 conn = Arc::new(conn.reidentified(node.next_conn_id(), identity));
                 tracing::Span::current().record("client_id", conn.client_id.as_str());
                 reply_authenticated(&node, &conn, correlation);
-                connect(&node, &conn);
+                connect(&node, &conn).await;
             }
         }
     }
@@ -157,8 +157,8 @@ async fn run(
     finish(&node, &control, writer, &mut reader, &mut rd).await;
 }
 
-/// Queues `connected`, registers the client, fires `on_connect`.
-fn connect(node: &Arc<Node>, conn: &Arc<ConnHandle>) {
+/// Queues `connected`, registers the client (here and cluster-wide), fires `on_connect`.
+async fn connect(node: &Arc<Node>, conn: &Arc<ConnHandle>) {
     // `connected` is queued before the client is reachable, so nothing can overtake it.
     send_frame(
         node,
@@ -172,8 +172,12 @@ fn connect(node: &Arc<Node>, conn: &Arc<ConnHandle>) {
     );
     if let Some((old, left)) = node.hub.register(conn.clone()) {
         tracing::info!(old_remote = %old.remote, "connection replaced an older one with the same client id");
-        node.spawn_room_interest(left);
+        for room in left {
+            node.forget_membership(room.as_str(), conn.client_id.as_str())
+                .await;
+        }
     }
+    node.register_client(conn).await;
     tracing::info!(authenticated = conn.is_authenticated(), "client connected");
     node.hooks.connect(&Client::new(node.clone(), conn.clone()));
 }
@@ -185,9 +189,13 @@ fn disconnect(node: &Arc<Node>, conn: &Arc<ConnHandle>, code: u16, reason: &str)
     for room in &left {
         node.hooks.leave(&client, room.as_str());
     }
-    node.spawn_room_interest(left.clone());
     tracing::info!(code, reason, rooms_left = left.len(), "client disconnected");
     node.hooks.disconnect(&client, code, reason);
+    // The cluster state: memberships, registration, and the bus subscriptions that follow.
+    let cleanup = node.clone();
+    let client_id = conn.client_id.to_string();
+    node.tasks
+        .spawn(async move { cleanup.unregister_client(&client_id, left).await });
 }
 
 /// Waits for our close frame to go out, then briefly for the client's.

@@ -114,6 +114,11 @@ impl From<crate::fanout::PublishError> for ApiError {
                 ErrorCode::Timeout,
                 format!("delivered on this node only: {b}"),
             ),
+            crate::fanout::PublishError::Store(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Timeout,
+                format!("cluster state unavailable: {e}"),
+            ),
         }
     }
 }
@@ -279,6 +284,10 @@ pub(crate) struct RoomsView {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct MemberView {
     client_id: String,
+    /// The `info` claim of the member's token, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    info: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -302,10 +311,16 @@ pub(crate) struct ClientsView {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct NodeView {
     node_id: String,
+    /// Where the node listens (`cluster.advertise_addr`, else `server.addr`).
+    addr: String,
     version: String,
+    /// Connected clients, as of the node's last heartbeat (live for the node answering).
     clients: usize,
+    /// Rooms with members on the node.
     rooms: usize,
     uptime_seconds: u64,
+    /// Milliseconds since the node's last heartbeat.
+    heartbeat_age_ms: i64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -317,7 +332,7 @@ pub(crate) struct NodesView {
 pub(crate) struct StatsView {
     /// Connected clients, cluster-wide.
     clients: usize,
-    /// Rooms, cluster-wide.
+    /// Rooms in the cluster registry.
     rooms: usize,
     /// Live nodes.
     nodes: usize,
@@ -325,14 +340,21 @@ pub(crate) struct StatsView {
     per_node: Vec<NodeView>,
 }
 
-fn node_view(node: &Node) -> NodeView {
-    NodeView {
-        node_id: node.hub.node_id().to_string(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        clients: node.hub.client_count(),
-        rooms: node.hub.list_rooms().len(),
-        uptime_seconds: node.started.elapsed().as_secs(),
-    }
+async fn node_views(node: &Node) -> Vec<NodeView> {
+    let now = crate::cluster::now_ms();
+    node.live_nodes()
+        .await
+        .into_iter()
+        .map(|n| NodeView {
+            node_id: n.node_id,
+            addr: n.addr,
+            version: n.version,
+            clients: n.clients,
+            rooms: n.rooms,
+            uptime_seconds: ((now - n.started_at_ms).max(0) / 1000) as u64,
+            heartbeat_age_ms: (now - n.heartbeat_at_ms).max(0),
+        })
+        .collect()
 }
 
 fn room_id(id: &str) -> Result<RoomId, ApiError> {
@@ -415,23 +437,28 @@ async fn message_client(
 }
 
 /// Cluster-wide counts with a per-node breakdown.
-#[utoipa::path(get, path = "/api/stats", responses((status = 200, body = StatsView)), security(("admin" = [])))]
-async fn stats(State(node): State<Arc<Node>>) -> Json<StatsView> {
-    let me = node_view(&node);
-    Json(StatsView {
-        clients: me.clients,
-        rooms: me.rooms,
-        nodes: 1,
-        per_node: vec![me],
-    })
+#[utoipa::path(get, path = "/api/stats", responses((status = 200, body = StatsView), (status = 503, body = ErrorBody)), security(("admin" = [])))]
+async fn stats(State(node): State<Arc<Node>>) -> Result<Json<StatsView>, ApiError> {
+    let per_node = node_views(&node).await;
+    Ok(Json(StatsView {
+        clients: per_node.iter().map(|n| n.clients).sum(),
+        rooms: node.list_rooms().await?.len(),
+        nodes: per_node.len(),
+        per_node,
+    }))
 }
 
 /// All rooms.
 #[utoipa::path(get, path = "/api/rooms", responses((status = 200, body = RoomsView)), security(("admin" = [])))]
-async fn list_rooms(State(node): State<Arc<Node>>) -> Json<RoomsView> {
-    Json(RoomsView {
-        rooms: node.hub.list_rooms().into_iter().map(Into::into).collect(),
-    })
+async fn list_rooms(State(node): State<Arc<Node>>) -> Result<Json<RoomsView>, ApiError> {
+    Ok(Json(RoomsView {
+        rooms: node
+            .list_rooms()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    }))
 }
 
 /// Create a room.
@@ -443,7 +470,7 @@ async fn create_room(
     ApiJson(body): ApiJson<CreateRoomBody>,
 ) -> Result<(StatusCode, Json<RoomView>), ApiError> {
     let id = room_id(&body.id)?;
-    let info = node.hub.create_room(id, body.name, body.max_clients)?;
+    let info = node.create_room(id, body.name, body.max_clients).await?;
     Ok((StatusCode::CREATED, Json(info.into())))
 }
 
@@ -454,10 +481,7 @@ async fn get_room(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
 ) -> Result<Json<RoomView>, ApiError> {
-    node.hub
-        .room_info(&id)
-        .map(|r| Json(r.into()))
-        .ok_or_else(|| HubError::RoomNotFound.into())
+    Ok(Json(node.room_info(&id).await?.into()))
 }
 
 /// Delete a room; its members get `room_deleted`.
@@ -478,13 +502,14 @@ async fn room_members(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
 ) -> Result<Json<MembersView>, ApiError> {
-    let members = node.hub.members(&id)?;
+    let members = node.room_members(&id).await?;
     Ok(Json(MembersView {
         room_id: id,
         members: members
             .into_iter()
             .map(|m| MemberView {
                 client_id: m.client_id,
+                info: m.info,
             })
             .collect(),
     }))
@@ -526,7 +551,7 @@ async fn disconnect_client(
 #[utoipa::path(get, path = "/api/nodes", responses((status = 200, body = NodesView)), security(("admin" = [])))]
 async fn nodes(State(node): State<Arc<Node>>) -> Json<NodesView> {
     Json(NodesView {
-        nodes: vec![node_view(&node)],
+        nodes: node_views(&node).await,
     })
 }
 

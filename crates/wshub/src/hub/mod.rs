@@ -9,9 +9,10 @@
 //!   whose room memberships are removed at once (before it is closed).
 //! - Cleanup compares connection ids, so a replaced connection's late cleanup never removes
 //!   the membership of the connection that replaced it.
-//! - An auto-created room is removed when its last member leaves; the check and the removal
-//!   happen under the room map's shard lock, and joins insert under the same lock, so a join
-//!   can't land in a room that is being removed.
+//! - A room's local copy is removed when its last local member leaves; the check and the
+//!   removal happen under the room map's shard lock, and joins insert under the same lock, so
+//!   a join can't land in a copy that is being removed. Which rooms exist cluster-wide, and
+//!   how many members they have, is the state store's business (`cluster`).
 
 mod room;
 
@@ -20,12 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
 use serde::Serialize;
 use wshub_protocol::messages::{Member, RoomDeleted, RoomInfo};
 use wshub_protocol::{ErrorCode, MessageType, close};
 
-use crate::config::RoomsConfig;
+use crate::cluster::RoomRecord;
 use crate::conn::{ConnHandle, SendOutcome};
 use crate::ids::{ClientId, NodeId, RoomId};
 use crate::wire;
@@ -103,37 +103,24 @@ impl Delivery {
 pub(crate) struct Hub {
     node_id: NodeId,
     clients: DashMap<ClientId, Arc<ConnHandle>>,
+    /// This node's copies of the rooms it has members in (the cluster-wide registry is the
+    /// state store).
     rooms: DashMap<RoomId, Arc<Room>>,
-    rooms_config: std::sync::RwLock<RoomsConfig>,
     next_message_id: AtomicU64,
 }
 
 impl Hub {
-    pub(crate) fn new(node_id: NodeId, rooms_config: RoomsConfig) -> Self {
+    pub(crate) fn new(node_id: NodeId) -> Self {
         Hub {
             node_id,
             clients: DashMap::new(),
             rooms: DashMap::new(),
-            rooms_config: std::sync::RwLock::new(rooms_config),
             next_message_id: AtomicU64::new(1),
         }
     }
 
     pub(crate) fn node_id(&self) -> &NodeId {
         &self.node_id
-    }
-
-    pub(crate) fn set_rooms_config(&self, config: RoomsConfig) {
-        if let Ok(mut c) = self.rooms_config.write() {
-            *c = config;
-        }
-    }
-
-    fn rooms_config(&self) -> RoomsConfig {
-        self.rooms_config
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_default()
     }
 
     /// Encodes and frames one envelope with a fresh node-unique message id.
@@ -169,6 +156,11 @@ impl Hub {
         self.clients.get(id).map(|c| c.value().clone())
     }
 
+    /// Rooms with members on this node.
+    pub(crate) fn local_room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
     pub(crate) fn client_count(&self) -> usize {
         self.clients.len()
     }
@@ -181,36 +173,8 @@ impl Hub {
 
     // ---- rooms ----
 
-    pub(crate) fn create_room(
-        &self,
-        id: RoomId,
-        name: Option<String>,
-        max_clients: Option<u32>,
-    ) -> Result<RoomInfo, HubError> {
-        let max_clients = max_clients.unwrap_or_else(|| self.rooms_config().default_max_clients);
-        match self.rooms.entry(id.clone()) {
-            Entry::Occupied(_) => Err(HubError::RoomExists),
-            Entry::Vacant(v) => {
-                let name = name.unwrap_or_else(|| id.to_string());
-                v.insert(Arc::new(Room::new(
-                    id.clone(),
-                    name.clone(),
-                    max_clients,
-                    false,
-                )));
-                tracing::info!(room_id = %id, max_clients, "room created");
-                Ok(RoomInfo {
-                    id: id.to_string(),
-                    name,
-                    max_clients,
-                    members: 0,
-                })
-            }
-        }
-    }
-
-    /// Deletes a room; every member is removed and gets `room_deleted` (but `exclude`, a
-    /// connection id: the requester, who gets the reply instead).
+    /// Drops this node's copy of a room; every local member is removed and gets
+    /// `room_deleted` (but `exclude`: the requester, who gets the reply instead).
     pub(crate) fn delete_room(&self, id: &str, exclude: Exclude<'_>) -> Result<Delivery, HubError> {
         let (_, room) = self.rooms.remove(id).ok_or(HubError::RoomNotFound)?;
         let members: Vec<Arc<ConnHandle>> = room
@@ -237,41 +201,39 @@ impl Hub {
         Ok(delivery)
     }
 
-    /// Joins `conn` to a room, creating it when `rooms.auto_create` is on.
-    pub(crate) fn join(&self, room_id: &RoomId, conn: &Arc<ConnHandle>) -> Result<(), HubError> {
-        let cfg = self.rooms_config();
-        // The shard guard (`Ref` or `RefMut`) is held while the member is inserted, so the
-        // room can't be removed by `leave` in between (see the module invariants).
-        let guard = match self.rooms.get(room_id) {
-            Some(r) => r,
-            None if cfg.auto_create => self
-                .rooms
-                .entry(room_id.clone())
-                .or_insert_with(|| {
-                    Arc::new(Room::new(
-                        room_id.clone(),
-                        room_id.to_string(),
-                        cfg.default_max_clients,
-                        true,
-                    ))
-                })
-                .downgrade(),
-            None => return Err(HubError::RoomNotFound),
-        };
+    /// Adds `conn` to this node's copy of a room, creating the copy from `spec` if this is
+    /// the room's first local member. Whether the room exists and has space cluster-wide was
+    /// decided by the state store before this is called.
+    pub(crate) fn join(
+        &self,
+        room_id: &RoomId,
+        conn: &Arc<ConnHandle>,
+        spec: &RoomRecord,
+    ) -> Result<(), HubError> {
+        // The shard guard is held while the member is inserted, so the room can't be removed
+        // by `leave` in between (see the module invariants).
+        let guard = self
+            .rooms
+            .entry(room_id.clone())
+            .or_insert_with(|| {
+                Arc::new(Room::new(
+                    room_id.clone(),
+                    spec.name.clone(),
+                    spec.max_clients,
+                ))
+            })
+            .downgrade();
         let room = guard.value();
         let mut members = room.members.write().map_err(|_| HubError::RoomNotFound)?;
         if members.contains_key(&conn.client_id) {
             return Err(HubError::AlreadyInRoom);
-        }
-        if room.max_clients > 0 && members.len() >= room.max_clients as usize {
-            return Err(HubError::RoomFull);
         }
         members.insert(conn.client_id.clone(), conn.clone());
         conn.add_room(room_id.clone());
         Ok(())
     }
 
-    /// Removes `conn` from a room; an emptied auto-created room is removed.
+    /// Removes `conn` from this node's copy of a room; the copy goes when it empties.
     pub(crate) fn leave(&self, room_id: &str, conn: &Arc<ConnHandle>) -> Result<(), HubError> {
         self.remove_member(room_id, conn)?;
         conn.remove_room(room_id);
@@ -303,11 +265,9 @@ impl Hub {
         if !removed {
             return Err(HubError::NotInRoom);
         }
-        if room.auto_created {
-            self.rooms.remove_if(room_id, |_, r| {
-                Arc::ptr_eq(r, &room) && r.member_count() == 0
-            });
-        }
+        self.rooms.remove_if(room_id, |_, r| {
+            Arc::ptr_eq(r, &room) && r.member_count() == 0
+        });
         Ok(())
     }
 

@@ -1,4 +1,4 @@
-//! One room on this node: its settings and its local members.
+//! This node's copy of one room: its settings and its local members.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -11,20 +11,17 @@ pub(crate) struct Room {
     pub(crate) name: String,
     /// 0 = unlimited.
     pub(crate) max_clients: u32,
-    /// Created by a `join_room` rather than explicitly; removed when it empties.
-    pub(crate) auto_created: bool,
     /// Local members. Read-locked for fan-out (pushing into queues never blocks), write-locked
     /// for join/leave. Never held across an `.await`.
     pub(crate) members: RwLock<HashMap<ClientId, Arc<ConnHandle>>>,
 }
 
 impl Room {
-    pub(crate) fn new(id: RoomId, name: String, max_clients: u32, auto_created: bool) -> Self {
+    pub(crate) fn new(id: RoomId, name: String, max_clients: u32) -> Self {
         Room {
             id,
             name,
             max_clients,
-            auto_created,
             members: RwLock::new(HashMap::new()),
         }
     }

@@ -22,8 +22,10 @@ pub(super) async fn room_message(
     conn: &Arc<ConnHandle>,
     req: RoomMessageRequest<'_>,
 ) -> HandlerResult {
-    if !node.hub.is_member(&req.room_id, conn)? {
-        return Err(HubError::NotInRoom.into());
+    match node.hub.is_member(&req.room_id, conn) {
+        Ok(true) => {}
+        Ok(false) => return Err(HubError::NotInRoom.into()),
+        Err(e) => return Err(node.not_here(&req.room_id, e).await.into()),
     }
     let frame = node.hub.frame(
         MessageType::RoomMessage.as_str(),

@@ -45,10 +45,10 @@ pub(super) async fn builtin(
         T::Ping => handle!(None, |r: PingRequest| ping::ping(r)),
         T::JoinRoom => handle!(Some(P::JoinRoom), |r: RoomRequest| rooms::join(node, conn, r).await),
         T::LeaveRoom => handle!(Some(P::LeaveRoom), |r: RoomRequest| rooms::leave(node, conn, r).await),
-        T::CreateRoom => handle!(Some(P::CreateRoom), |r: CreateRoomRequest| rooms::create(node, r)),
+        T::CreateRoom => handle!(Some(P::CreateRoom), |r: CreateRoomRequest| rooms::create(node, r).await),
         T::DeleteRoom => handle!(Some(P::DeleteRoom), |r: RoomRequest| rooms::delete(node, conn, r).await),
-        T::ListRooms => handle!(Some(P::ReadMessage), |_r: Empty| rooms::list(node)),
-        T::RoomMembers => handle!(Some(P::ReadMessage), |r: RoomRequest| rooms::members(node, r)),
+        T::ListRooms => handle!(Some(P::ReadMessage), |_r: Empty| rooms::list(node).await),
+        T::RoomMembers => handle!(Some(P::ReadMessage), |r: RoomRequest| rooms::members(node, r).await),
         T::Kick => handle!(Some(P::AdminRoom), |r: KickRequest| rooms::kick(node, conn, r).await),
         T::RoomMessage => handle!(Some(P::SendMessage), |r: RoomMessageRequest| {
             messaging::room_message(node, conn, r).await
@@ -69,6 +69,8 @@ pub(super) async fn builtin(
         | T::RoomList
         | T::Authenticated
         | T::Kicked
+        | T::PresenceJoin
+        | T::PresenceLeave
         // Handled by dispatch itself: it can change who the connection is.
         | T::Authenticate => return None,
     };

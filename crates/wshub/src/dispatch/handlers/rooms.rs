@@ -19,9 +19,9 @@ pub(super) async fn join(
     req: RoomRequest,
 ) -> HandlerResult {
     let room = RoomId::from(req.room_id);
-    node.hub.join(&room, conn)?;
-    // Subscribed before the reply: the member gets everything published after `room_joined`.
-    node.room_interest(room.as_str()).await;
+    // Subscribed to the room's traffic before the reply: the member gets everything published
+    // after `room_joined`.
+    node.join_room(&room, conn).await?;
     node.hooks
         .join(&Client::new(node.clone(), conn.clone()), room.as_str());
     status(MessageType::RoomJoined, room, "joined")
@@ -32,8 +32,7 @@ pub(super) async fn leave(
     conn: &Arc<ConnHandle>,
     req: RoomRequest,
 ) -> HandlerResult {
-    node.hub.leave(&req.room_id, conn)?;
-    node.room_interest(&req.room_id).await;
+    node.leave_room(&req.room_id, conn).await?;
     node.hooks
         .leave(&Client::new(node.clone(), conn.clone()), &req.room_id);
     status(MessageType::RoomLeft, RoomId::from(req.room_id), "left")
@@ -50,10 +49,10 @@ fn status(t: MessageType, room: RoomId, status: &str) -> HandlerResult {
     .map(Some)
 }
 
-pub(super) fn create(node: &Node, req: CreateRoomRequest) -> HandlerResult {
+pub(super) async fn create(node: &Node, req: CreateRoomRequest) -> HandlerResult {
     let info = node
-        .hub
-        .create_room(RoomId::from(req.room_id), req.name, req.max_clients)?;
+        .create_room(RoomId::from(req.room_id), req.name, req.max_clients)
+        .await?;
     Reply::of(
         MessageType::RoomCreated,
         &RoomCreated {
@@ -76,18 +75,18 @@ pub(super) async fn delete(node: &Node, conn: &ConnHandle, req: RoomRequest) -> 
     .map(Some)
 }
 
-pub(super) fn list(node: &Node) -> HandlerResult {
+pub(super) async fn list(node: &Node) -> HandlerResult {
     Reply::of(
         MessageType::RoomList,
         &RoomList {
-            rooms: node.hub.list_rooms(),
+            rooms: node.list_rooms().await?,
         },
     )
     .map(Some)
 }
 
-pub(super) fn members(node: &Node, req: RoomRequest) -> HandlerResult {
-    let members = node.hub.members(&req.room_id)?;
+pub(super) async fn members(node: &Node, req: RoomRequest) -> HandlerResult {
+    let members = node.room_members(&req.room_id).await?;
     Reply::of(
         MessageType::RoomMembers,
         &RoomMembers {

@@ -1,0 +1,218 @@
+//! In-process state: a single node, or every node of one process on the local bus.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::store::{
+    JoinOutcome, MemberRecord, NodeRecord, RoomRecord, StateStore, StoreError, StoreResult, now_ms,
+};
+
+#[derive(Default)]
+pub struct MemoryStateStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    rooms: HashMap<String, RoomRecord>,
+    members: HashMap<String, BTreeMap<String, MemberRecord>>,
+    clients: HashMap<String, String>,
+    nodes: HashMap<String, NodeRecord>,
+}
+
+impl MemoryStateStore {
+    fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Inner) -> T,
+    ) -> BoxFuture<'_, StoreResult<T>> {
+        let result = self
+            .inner
+            .lock()
+            .map(|mut i| f(&mut i))
+            .map_err(|_| StoreError::Other("poisoned".into()));
+        Box::pin(async move { result })
+    }
+}
+
+impl StateStore for MemoryStateStore {
+    fn create_room(&self, room: RoomRecord) -> BoxFuture<'_, StoreResult<bool>> {
+        self.with(move |i| {
+            if i.rooms.contains_key(&room.id) {
+                return false;
+            }
+            i.rooms.insert(room.id.clone(), room);
+            true
+        })
+    }
+
+    fn room(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<RoomRecord>>> {
+        let id = id.to_owned();
+        self.with(move |i| i.rooms.get(&id).cloned())
+    }
+
+    fn rooms(&self) -> BoxFuture<'_, StoreResult<Vec<RoomRecord>>> {
+        self.with(|i| {
+            let mut v: Vec<RoomRecord> = i.rooms.values().cloned().collect();
+            v.sort_by(|a, b| a.id.cmp(&b.id));
+            v
+        })
+    }
+
+    fn delete_room(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<Vec<MemberRecord>>>> {
+        let id = id.to_owned();
+        self.with(move |i| {
+            i.rooms.remove(&id)?;
+            Some(
+                i.members
+                    .remove(&id)
+                    .map(|m| m.into_values().collect())
+                    .unwrap_or_default(),
+            )
+        })
+    }
+
+    fn join(
+        &self,
+        room: &str,
+        member: MemberRecord,
+        max_clients: u32,
+    ) -> BoxFuture<'_, StoreResult<JoinOutcome>> {
+        let room = room.to_owned();
+        self.with(move |i| {
+            let members = i.members.entry(room).or_default();
+            if members.contains_key(&member.client_id) {
+                JoinOutcome::AlreadyMember
+            } else if max_clients > 0 && members.len() >= max_clients as usize {
+                JoinOutcome::Full
+            } else {
+                members.insert(member.client_id.clone(), member);
+                JoinOutcome::Joined
+            }
+        })
+    }
+
+    fn leave(
+        &self,
+        room: &str,
+        client: &str,
+        node: &str,
+    ) -> BoxFuture<'_, StoreResult<Option<usize>>> {
+        let (room, client, node) = (room.to_owned(), client.to_owned(), node.to_owned());
+        self.with(move |i| {
+            let members = i.members.get_mut(&room)?;
+            if members.get(&client).is_none_or(|m| m.node_id != node) {
+                return None;
+            }
+            members.remove(&client);
+            let left = members.len();
+            if left == 0 {
+                i.members.remove(&room);
+            }
+            Some(left)
+        })
+    }
+
+    fn members(&self, room: &str) -> BoxFuture<'_, StoreResult<Vec<MemberRecord>>> {
+        let room = room.to_owned();
+        self.with(move |i| {
+            i.members
+                .get(&room)
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    fn member_count(&self, room: &str) -> BoxFuture<'_, StoreResult<usize>> {
+        let room = room.to_owned();
+        self.with(move |i| i.members.get(&room).map_or(0, |m| m.len()))
+    }
+
+    fn register_client(
+        &self,
+        client: &str,
+        node: &str,
+    ) -> BoxFuture<'_, StoreResult<Option<String>>> {
+        let (client, node) = (client.to_owned(), node.to_owned());
+        self.with(move |i| {
+            i.clients
+                .insert(client, node.clone())
+                .filter(|prev| *prev != node)
+        })
+    }
+
+    fn unregister_client(&self, client: &str, node: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let (client, node) = (client.to_owned(), node.to_owned());
+        self.with(move |i| {
+            if i.clients.get(&client) == Some(&node) {
+                i.clients.remove(&client);
+            }
+        })
+    }
+
+    fn client_node(&self, client: &str) -> BoxFuture<'_, StoreResult<Option<String>>> {
+        let client = client.to_owned();
+        self.with(move |i| i.clients.get(&client).cloned())
+    }
+
+    fn heartbeat(&self, node: NodeRecord, _ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        self.with(move |i| {
+            i.nodes.insert(node.node_id.clone(), node);
+        })
+    }
+
+    fn nodes(&self, ttl: Duration) -> BoxFuture<'_, StoreResult<Vec<NodeRecord>>> {
+        let cutoff = now_ms() - ttl.as_millis() as i64;
+        self.with(move |i| {
+            let mut v: Vec<NodeRecord> = i
+                .nodes
+                .values()
+                .filter(|n| n.heartbeat_at_ms >= cutoff)
+                .cloned()
+                .collect();
+            v.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+            v
+        })
+    }
+
+    fn remove_node(&self, node: &str) -> BoxFuture<'_, StoreResult<Vec<(String, MemberRecord)>>> {
+        let node = node.to_owned();
+        self.with(move |i| {
+            i.nodes.remove(&node);
+            i.clients.retain(|_, n| *n != node);
+            let mut removed = Vec::new();
+            for (room, members) in i.members.iter_mut() {
+                members.retain(|_, m| {
+                    if m.node_id == node {
+                        removed.push((room.clone(), m.clone()));
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+            i.members.retain(|_, m| !m.is_empty());
+            removed
+        })
+    }
+
+    fn nodes_with_state(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        self.with(|i| {
+            let mut v: Vec<String> = i
+                .clients
+                .values()
+                .cloned()
+                .chain(
+                    i.members
+                        .values()
+                        .flat_map(|m| m.values().map(|r| r.node_id.clone())),
+                )
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        })
+    }
+}

@@ -1,0 +1,541 @@
+//! Cluster state in NATS JetStream key-value buckets.
+//!
+//! ```text
+//! {b}_rooms     r.{room}                      -> RoomRecord
+//! {b}_members   m.{room}.{client}             -> Membership (member + slot)
+//!               s.{room}.{i}                  -> claimed slot i of a room with max_clients
+//! {b}_clients   c.{client}                    -> node id
+//!               n.{node}                      -> marker: the node holds state
+//! {b}_nodes     {node}                        -> NodeRecord (bucket max_age = 2 x node_ttl)
+//! ```
+//!
+//! Ids are base64url-encoded (KV keys allow only `[-/_=.a-zA-Z0-9]`). `max_clients` is exact
+//! without a counter: a member of a limited room must first *create* one of the room's
+//! `max_clients` slot keys, and KV create is atomic (it fails if the key exists), so exactly
+//! `max_clients` creates can succeed cluster-wide. Listing scans the bucket's keys: fine for
+//! thousands of members, not for millions (use Redis then).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use super::store::{
+    JoinOutcome, MemberRecord, NodeRecord, RoomRecord, StateStore, StoreError, StoreResult, now_ms,
+};
+use crate::config::NatsConfig;
+
+pub struct NatsStateStore {
+    js: jetstream::Context,
+    bucket: String,
+    node_ttl: Duration,
+    op_timeout: Duration,
+    stores: tokio::sync::OnceCell<Buckets>,
+}
+
+struct Buckets {
+    rooms: Bucket,
+    members: Bucket,
+    clients: Bucket,
+    nodes: Bucket,
+}
+
+/// A KV bucket and the stream behind it (listing goes through the stream).
+struct Bucket {
+    kv: kv::Store,
+    stream: jetstream::stream::Stream,
+    name: String,
+}
+
+impl std::ops::Deref for Bucket {
+    type Target = kv::Store;
+    fn deref(&self) -> &kv::Store {
+        &self.kv
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Membership {
+    member: MemberRecord,
+    slot: Option<u32>,
+}
+
+fn enc(s: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+fn dec(s: &str) -> Option<String> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
+fn other(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Other(format!("bad record: {e}")))
+}
+
+fn bytes<T: Serialize>(v: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+impl NatsStateStore {
+    pub(crate) fn new(client: async_nats::Client, cfg: &NatsConfig, node_ttl: Duration) -> Self {
+        let bucket: String = cfg
+            .subject_prefix
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect::<String>()
+            .trim_matches('_')
+            .to_owned();
+        NatsStateStore {
+            js: jetstream::new(client),
+            bucket: if bucket.is_empty() {
+                "wshub".into()
+            } else {
+                bucket
+            },
+            node_ttl,
+            // A state operation is several KV round trips (a scan for listings): it gets more
+            // time than one publish.
+            op_timeout: (cfg.op_timeout * 4).max(Duration::from_secs(5)),
+            stores: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The buckets, created on first use (the broker may be down when the node starts).
+    async fn buckets(&self) -> StoreResult<&Buckets> {
+        self.stores
+            .get_or_try_init(|| async {
+                // A KV bucket is a stream `KV_<bucket>` on `$KV.<bucket>.>` keeping one message
+                // per key. It is created here as that stream rather than with
+                // `create_key_value`, which first reads the account info in a shape Debian's
+                // nats-server 2.9 does not send; `get_key_value` then opens it as a bucket.
+                // Several nodes may race to create it: `get_or_create_stream` tolerates that.
+                let open = |name: &str, max_age: Duration| {
+                    let bucket = format!("{}_{name}", self.bucket);
+                    let config = jetstream::stream::Config {
+                        name: format!("KV_{bucket}"),
+                        subjects: vec![format!("$KV.{bucket}.>")],
+                        max_messages_per_subject: 1,
+                        max_age,
+                        discard: jetstream::stream::DiscardPolicy::New,
+                        allow_rollup: true,
+                        deny_delete: true,
+                        allow_direct: true,
+                        duplicate_window: Duration::from_secs(120).min(if max_age.is_zero() {
+                            Duration::from_secs(120)
+                        } else {
+                            max_age
+                        }),
+                        storage: jetstream::stream::StorageType::File,
+                        ..Default::default()
+                    };
+                    async move {
+                        let stream = self.js.get_or_create_stream(config).await.map_err(other)?;
+                        let kv = self.js.get_key_value(bucket.clone()).await.map_err(other)?;
+                        Ok::<_, StoreError>(Bucket {
+                            kv,
+                            stream,
+                            name: bucket,
+                        })
+                    }
+                };
+                Ok(Buckets {
+                    rooms: open("rooms", Duration::ZERO).await?,
+                    members: open("members", Duration::ZERO).await?,
+                    clients: open("clients", Duration::ZERO).await?,
+                    nodes: open("nodes", self.node_ttl * 2).await?,
+                })
+            })
+            .await
+    }
+
+    async fn timed<T>(
+        &self,
+        f: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        tokio::time::timeout(self.op_timeout, f)
+            .await
+            .map_err(|_| StoreError::Timeout)?
+    }
+
+    /// Live keys starting with `prefix` (which ends with `.`, or is empty) and their values.
+    ///
+    /// Listed from the stream's subjects with a server-side filter rather than with
+    /// `kv::Store::keys`, which in async-nats 0.42 can wait forever when the newest message is
+    /// a delete marker. Deleted keys still have a marker subject; `get` skips them.
+    async fn entries(bucket: &Bucket, prefix: &str) -> StoreResult<Vec<(String, Bytes)>> {
+        let root = format!("$KV.{}.", bucket.name);
+        let stream = bucket.stream.clone();
+        let mut subjects = stream
+            .info_with_subjects(format!("{root}{prefix}>"))
+            .await
+            .map_err(other)?;
+        let mut keys = Vec::new();
+        while let Some(item) = subjects.next().await {
+            let (subject, _) = item.map_err(other)?;
+            if let Some(key) = subject.strip_prefix(&root) {
+                keys.push(key.to_owned());
+            }
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(v) = bucket.get(key.clone()).await.map_err(other)? {
+                out.push((key, v));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn memberships(&self, room: Option<&str>) -> StoreResult<Vec<(String, Membership)>> {
+        let b = self.buckets().await?;
+        let prefix = match room {
+            Some(r) => format!("m.{}.", enc(r)),
+            None => "m.".into(),
+        };
+        Self::entries(&b.members, &prefix)
+            .await?
+            .into_iter()
+            .map(|(k, v)| Ok((k, parse(&v)?)))
+            .collect()
+    }
+
+    async fn drop_membership(
+        &self,
+        key: &str,
+        room_enc: &str,
+        slot: Option<u32>,
+    ) -> StoreResult<()> {
+        let b = self.buckets().await?;
+        b.members.purge(key).await.map_err(other)?;
+        if let Some(slot) = slot {
+            b.members
+                .purge(format!("s.{room_enc}.{slot}"))
+                .await
+                .map_err(other)?;
+        }
+        Ok(())
+    }
+}
+
+impl StateStore for NatsStateStore {
+    fn create_room(&self, room: RoomRecord) -> BoxFuture<'_, StoreResult<bool>> {
+        Box::pin(self.timed(async move {
+            let b = self.buckets().await?;
+            match b
+                .rooms
+                .create(format!("r.{}", enc(&room.id)), bytes(&room))
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(other(e)),
+            }
+        }))
+    }
+
+    fn room(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<RoomRecord>>> {
+        let id = id.to_owned();
+        Box::pin(self.timed(async move {
+            let b = self.buckets().await?;
+            match b
+                .rooms
+                .get(format!("r.{}", enc(&id)))
+                .await
+                .map_err(other)?
+            {
+                Some(v) => Ok(Some(parse(&v)?)),
+                None => Ok(None),
+            }
+        }))
+    }
+
+    fn rooms(&self) -> BoxFuture<'_, StoreResult<Vec<RoomRecord>>> {
+        Box::pin(self.timed(async move {
+            let b = self.buckets().await?;
+            let mut rooms = Self::entries(&b.rooms, "r.")
+                .await?
+                .iter()
+                .map(|(_, v)| parse::<RoomRecord>(v))
+                .collect::<StoreResult<Vec<_>>>()?;
+            rooms.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(rooms)
+        }))
+    }
+
+    fn delete_room(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<Vec<MemberRecord>>>> {
+        let id = id.to_owned();
+        Box::pin(self.timed(async move {
+            let b = self.buckets().await?;
+            let key = format!("r.{}", enc(&id));
+            let Some(entry) = b.rooms.entry(key.clone()).await.map_err(other)? else {
+                return Ok(None);
+            };
+            if entry.operation != kv::Operation::Put {
+                return Ok(None);
+            }
+            // Only one deleter wins the revision check.
+            if b.rooms
+                .purge_expect_revision(key, Some(entry.revision))
+                .await
+                .is_err()
+            {
+                return Ok(None);
+            }
+            let mut members = Vec::new();
+            for (k, m) in self.memberships(Some(&id)).await? {
+                self.drop_membership(&k, &enc(&id), m.slot).await?;
+                members.push(m.member);
+            }
+            Ok(Some(members))
+        }))
+    }
+
+    fn join(
+        &self,
+        room: &str,
+        member: MemberRecord,
+        max_clients: u32,
+    ) -> BoxFuture<'_, StoreResult<JoinOutcome>> {
+        let room = room.to_owned();
+        Box::pin(self.timed(async move {
+            let b = self.buckets().await?;
+            let room_enc = enc(&room);
+            let key = format!("m.{room_enc}.{}", enc(&member.client_id));
+            if b.members.get(key.clone()).await.map_err(other)?.is_some() {
+                return Ok(JoinOutcome::AlreadyMember);
+            }
+            let mut slot = None;
+            if max_clients > 0 {
+                for i in 0..max_clients {
+                    match b
+                        .members
+                        .create(format!("s.{room_enc}.{i}"), bytes(&member))
+                        .await
+                    {
+                        Ok(_) => {
+                            slot = Some(i);
+                            break;
+                        }
+                        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+                        Err(e) => return Err(other(e)),
+                    }
+                }
+                if slot.is_none() {
+                    return Ok(JoinOutcome::Full);
+                }
+            }
+            let record = Membership {
+                member: member.clone(),
+                slot,
+            };
+            match b.members.create(key, bytes(&record)).await {
+                Ok(_) => {}
+                Err(e) => {
+                    if let Some(i) = slot {
+                        let _ = b.members.purge(format!("s.{room_enc}.{i}")).await;
+                    }
+                    return if e.kind() == kv::CreateErrorKind::AlreadyExists {
+                        Ok(JoinOutcome::AlreadyMember)
+                    } else {
+                        Err(other(e))
+                    };
+                }
+            }
+            b.clients
+                .put(format!("n.{}", enc(&member.node_id)), Bytes::new())
+                .await
+                .map_err(other)?;
+            Ok(JoinOutcome::Joined)
+        }))
+    }
+
+    fn leave(
+        &self,
+        room: &str,
+        client: &str,
+        node: &str,
+    ) -> BoxFuture<'_, StoreResult<Option<usize>>> {
+        let (room, client, node) = (room.to_owned(), client.to_owned(), node.to_owned());
+        Box::pin(self.timed(async move {
+            let b = self.buckets().await?;
+            let room_enc = enc(&room);
+            let key = format!("m.{room_enc}.{}", enc(&client));
+            let Some(v) = b.members.get(key.clone()).await.map_err(other)? else {
+                return Ok(None);
+            };
+            let m: Membership = parse(&v)?;
+            if m.member.node_id != node {
+                return Ok(None);
+            }
+            self.drop_membership(&key, &room_enc, m.slot).await?;
+            let left = Self::entries(&b.members, &format!("m.{room_enc}.")).await?;
+            Ok(Some(left.len()))
+        }))
+    }
+
+    fn members(&self, room: &str) -> BoxFuture<'_, StoreResult<Vec<MemberRecord>>> {
+        let room = room.to_owned();
+        Box::pin(self.timed(async move {
+            let mut v: Vec<MemberRecord> = self
+                .memberships(Some(&room))
+                .await?
+                .into_iter()
+                .map(|(_, m)| m.member)
+                .collect();
+            v.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+            Ok(v)
+        }))
+    }
+
+    fn member_count(&self, room: &str) -> BoxFuture<'_, StoreResult<usize>> {
+        let room = room.to_owned();
+        Box::pin(self.timed(async move {
+            let b = self.buckets().await?;
+            Ok(Self::entries(&b.members, &format!("m.{}.", enc(&room)))
+                .await?
+                .len())
+        }))
+    }
+
+    fn register_client(
+        &self,
+        client: &str,
+        node: &str,
+    ) -> BoxFuture<'_, StoreResult<Option<String>>> {
+        let (client, node) = (client.to_owned(), node.to_owned());
+        Box::pin(self.timed(async move {
+            let b = self.buckets().await?;
+            let key = format!("c.{}", enc(&client));
+            let prev = b
+                .clients
+                .get(key.clone())
+                .await
+                .map_err(other)?
+                .map(|v| String::from_utf8_lossy(&v).into_owned());
+            b.clients
+                .put(key, Bytes::from(node.clone()))
+                .await
+                .map_err(other)?;
+            b.clients
+                .put(format!("n.{}", enc(&node)), Bytes::new())
+                .await
+                .map_err(other)?;
+            Ok(prev.filter(|p| *p != node))
+        }))
+    }
+
+    fn unregister_client(&self, client: &str, node: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let (client, node) = (client.to_owned(), node.to_owned());
+        Box::pin(self.timed(async move {
+            let b = self.buckets().await?;
+            let key = format!("c.{}", enc(&client));
+            if let Some(entry) = b.clients.entry(key.clone()).await.map_err(other)?
+                && entry.operation == kv::Operation::Put
+                && entry.value.as_ref() == node.as_bytes()
+            {
+                // Compare-and-delete: a newer registration elsewhere is kept.
+                let _ = b
+                    .clients
+                    .purge_expect_revision(key, Some(entry.revision))
+                    .await;
+            }
+            Ok(())
+        }))
+    }
+
+    fn client_node(&self, client: &str) -> BoxFuture<'_, StoreResult<Option<String>>> {
+        let client = client.to_owned();
+        Box::pin(self.timed(async move {
+            let b = self.buckets().await?;
+            Ok(b.clients
+                .get(format!("c.{}", enc(&client)))
+                .await
+                .map_err(other)?
+                .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        }))
+    }
+
+    fn heartbeat(&self, node: NodeRecord, _ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(self.timed(async move {
+            let b = self.buckets().await?;
+            b.nodes
+                .put(enc(&node.node_id), bytes(&node))
+                .await
+                .map_err(other)?;
+            Ok(())
+        }))
+    }
+
+    fn nodes(&self, ttl: Duration) -> BoxFuture<'_, StoreResult<Vec<NodeRecord>>> {
+        Box::pin(self.timed(async move {
+            let b = self.buckets().await?;
+            let cutoff = now_ms() - ttl.as_millis() as i64;
+            let mut out: Vec<NodeRecord> = Self::entries(&b.nodes, "")
+                .await?
+                .iter()
+                .filter_map(|(_, v)| parse::<NodeRecord>(v).ok())
+                .filter(|n| n.heartbeat_at_ms >= cutoff)
+                .collect();
+            out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+            Ok(out)
+        }))
+    }
+
+    fn remove_node(&self, node: &str) -> BoxFuture<'_, StoreResult<Vec<(String, MemberRecord)>>> {
+        let node = node.to_owned();
+        Box::pin(async move {
+            let b = self.buckets().await?;
+            let _ = b.nodes.purge(enc(&node)).await;
+            for (key, _) in Self::entries(&b.clients, "c.").await? {
+                if let Some(entry) = b.clients.entry(key.clone()).await.map_err(other)?
+                    && entry.operation == kv::Operation::Put
+                    && entry.value.as_ref() == node.as_bytes()
+                {
+                    let _ = b
+                        .clients
+                        .purge_expect_revision(key, Some(entry.revision))
+                        .await;
+                }
+            }
+            let mut removed = Vec::new();
+            for (key, m) in self.memberships(None).await? {
+                if m.member.node_id != node {
+                    continue;
+                }
+                let room_enc = key.split('.').nth(1).unwrap_or_default().to_owned();
+                self.drop_membership(&key, &room_enc, m.slot).await?;
+                if let Some(room) = dec(&room_enc) {
+                    removed.push((room, m.member));
+                }
+            }
+            b.clients
+                .purge(format!("n.{}", enc(&node)))
+                .await
+                .map_err(other)?;
+            Ok(removed)
+        })
+    }
+
+    fn nodes_with_state(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        Box::pin(self.timed(async move {
+            let b = self.buckets().await?;
+            let mut v: Vec<String> = Self::entries(&b.clients, "n.")
+                .await?
+                .iter()
+                .filter_map(|(k, _)| dec(&k[2..]))
+                .collect();
+            v.sort();
+            Ok(v)
+        }))
+    }
+}

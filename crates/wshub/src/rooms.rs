@@ -1,0 +1,457 @@
+//! Rooms, membership and presence across the cluster.
+//!
+//! The state store decides: whether a room exists, whether a join fits under `max_clients`
+//! (atomically, cluster-wide), who is in a room on which node, and which node a client is on.
+//! The hub then keeps this node's copy for fan-out. Handlers, the admin API and the SDK go
+//! through these functions, never the hub directly, for anything that is cluster-wide.
+//!
+//! Every node heartbeats into the store; every node also looks for nodes that stopped
+//! heartbeating for `cluster.node_ttl` and removes what they held, announcing
+//! `presence_leave` for each of their members. A node that finds it was itself silent for that
+//! long (paused, partitioned) writes its clients and memberships back.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use wshub_protocol::messages::{Member, RoomInfo};
+use wshub_protocol::{MessageType, close};
+
+use crate::cluster::{JoinOutcome, MemberRecord, NodeRecord, RoomRecord, StateStore, now_ms};
+use crate::conn::ConnHandle;
+use crate::fanout::PublishError;
+use crate::hub::HubError;
+use crate::ids::RoomId;
+use crate::node::Node;
+
+/// `presence_join` / `presence_leave` data.
+#[derive(serde::Serialize)]
+struct Presence<'a> {
+    room_id: &'a str,
+    client_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    info: Option<&'a serde_json::Value>,
+}
+
+impl Node {
+    pub(crate) fn state(&self) -> &dyn StateStore {
+        &**self
+            .state
+            .get_or_init(|| Arc::new(crate::cluster::MemoryStateStore::default()))
+    }
+
+    fn member_record(&self, conn: &ConnHandle) -> MemberRecord {
+        MemberRecord {
+            client_id: conn.client_id.to_string(),
+            node_id: self.hub.node_id().to_string(),
+            info: conn.info(),
+        }
+    }
+
+    /// Joins `conn` to a room: the room must exist (or is created when `rooms.auto_create`),
+    /// and the store admits the member only under the room's `max_clients`.
+    pub(crate) async fn join_room(
+        &self,
+        room: &RoomId,
+        conn: &Arc<ConnHandle>,
+    ) -> Result<(), PublishError> {
+        if self.hub.is_member(room.as_str(), conn).unwrap_or(false) {
+            return Err(HubError::AlreadyInRoom.into());
+        }
+        let rooms_cfg = self.config().rooms.clone();
+        let state = self.state();
+        let record = match state.room(room.as_str()).await? {
+            Some(r) => r,
+            None if rooms_cfg.auto_create => {
+                let record = RoomRecord {
+                    id: room.to_string(),
+                    name: room.to_string(),
+                    max_clients: rooms_cfg.default_max_clients,
+                    auto_created: true,
+                };
+                state.create_room(record.clone()).await?;
+                // Whoever created it first, its settings are the room's.
+                state.room(room.as_str()).await?.unwrap_or(record)
+            }
+            None => return Err(HubError::RoomNotFound.into()),
+        };
+        match state
+            .join(room.as_str(), self.member_record(conn), record.max_clients)
+            .await?
+        {
+            JoinOutcome::Joined => {}
+            JoinOutcome::Full => return Err(HubError::RoomFull.into()),
+            JoinOutcome::AlreadyMember => return Err(HubError::AlreadyInRoom.into()),
+        }
+        if let Err(e) = self.hub.join(room, conn, &record) {
+            let _ = state
+                .leave(
+                    room.as_str(),
+                    conn.client_id.as_str(),
+                    self.hub.node_id().as_str(),
+                )
+                .await;
+            return Err(e.into());
+        }
+        self.room_interest(room.as_str()).await;
+        if rooms_cfg.presence_events {
+            self.announce(
+                MessageType::PresenceJoin,
+                room.as_str(),
+                conn.client_id.as_str(),
+                conn.info().as_ref(),
+                Some(conn),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Removes `conn` from a room (local copy and store), and the room itself when it was
+    /// auto-created and is now empty everywhere.
+    pub(crate) async fn leave_room(
+        &self,
+        room: &str,
+        conn: &Arc<ConnHandle>,
+    ) -> Result<(), PublishError> {
+        if let Err(e) = self.hub.leave(room, conn) {
+            return Err(self.not_here(room, e).await);
+        }
+        self.forget_membership(room, conn.client_id.as_str()).await;
+        Ok(())
+    }
+
+    /// A local "room not found" means no member *here*: the registry says whether the room
+    /// exists at all (then the client is just not in it, 3003).
+    pub(crate) async fn not_here(&self, room: &str, e: HubError) -> PublishError {
+        if e == HubError::RoomNotFound
+            && let Ok(Some(_)) = self.state().room(room).await
+        {
+            return HubError::NotInRoom.into();
+        }
+        e.into()
+    }
+
+    /// The store side of a member leaving this node (leave, kick, disconnect, replacement).
+    pub(crate) async fn forget_membership(&self, room: &str, client: &str) {
+        let state = self.state();
+        let node = self.hub.node_id().as_str();
+        match state.leave(room, client, node).await {
+            Ok(Some(0)) => {
+                if let Ok(Some(record)) = state.room(room).await
+                    && record.auto_created
+                    && state.member_count(room).await.unwrap_or(1) == 0
+                {
+                    let _ = state.delete_room(room).await;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(room_id = room, error = %e, "could not remove a membership from the cluster state")
+            }
+        }
+        self.room_interest(room).await;
+        if self.config().rooms.presence_events {
+            self.announce(MessageType::PresenceLeave, room, client, None, None)
+                .await;
+        }
+    }
+
+    /// Sends a presence event to a room's members on every node.
+    async fn announce(
+        &self,
+        t: MessageType,
+        room: &str,
+        client: &str,
+        info: Option<&serde_json::Value>,
+        subject: Option<&ConnHandle>,
+    ) {
+        let data = Presence {
+            room_id: room,
+            client_id: client,
+            info,
+        };
+        if let Ok(frame) = self.hub.frame(t.as_str(), &data, None) {
+            // Not found locally is fine: members may be elsewhere only.
+            let _ = self.publish_room(room, frame, subject).await;
+        }
+    }
+
+    pub(crate) async fn create_room(
+        &self,
+        id: RoomId,
+        name: Option<String>,
+        max_clients: Option<u32>,
+    ) -> Result<RoomInfo, PublishError> {
+        let record = RoomRecord {
+            name: name.unwrap_or_else(|| id.to_string()),
+            max_clients: max_clients.unwrap_or(self.config().rooms.default_max_clients),
+            id: id.to_string(),
+            auto_created: false,
+        };
+        if !self.state().create_room(record.clone()).await? {
+            return Err(HubError::RoomExists.into());
+        }
+        tracing::info!(room_id = %id, max_clients = record.max_clients, "room created");
+        Ok(RoomInfo {
+            id: record.id,
+            name: record.name,
+            max_clients: record.max_clients,
+            members: 0,
+        })
+    }
+
+    pub(crate) async fn room_info(&self, id: &str) -> Result<RoomInfo, PublishError> {
+        let state = self.state();
+        let record = state.room(id).await?.ok_or(HubError::RoomNotFound)?;
+        Ok(RoomInfo {
+            members: state.member_count(id).await?,
+            id: record.id,
+            name: record.name,
+            max_clients: record.max_clients,
+        })
+    }
+
+    pub(crate) async fn list_rooms(&self) -> Result<Vec<RoomInfo>, PublishError> {
+        let state = self.state();
+        let mut out = Vec::new();
+        for record in state.rooms().await? {
+            out.push(RoomInfo {
+                members: state.member_count(&record.id).await?,
+                id: record.id,
+                name: record.name,
+                max_clients: record.max_clients,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Members of a room on every node, with their `info`.
+    pub(crate) async fn room_members(&self, id: &str) -> Result<Vec<Member>, PublishError> {
+        let state = self.state();
+        if state.room(id).await?.is_none() {
+            return Err(HubError::RoomNotFound.into());
+        }
+        Ok(state
+            .members(id)
+            .await?
+            .into_iter()
+            .map(|m| Member {
+                client_id: m.client_id,
+                info: m.info,
+            })
+            .collect())
+    }
+
+    // ---- clients ----
+
+    /// Records a new connection cluster-wide; an older connection with the same id on another
+    /// node is told to close (4409).
+    pub(crate) async fn register_client(&self, conn: &ConnHandle) {
+        let node = self.hub.node_id().as_str();
+        match self
+            .state()
+            .register_client(conn.client_id.as_str(), node)
+            .await
+        {
+            Ok(Some(previous)) => {
+                tracing::info!(previous_node = %previous, "client id moved here from another node; closing the old connection");
+                let _ = self.send_replaced(conn.client_id.as_str(), &previous).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record the client in the cluster state")
+            }
+        }
+    }
+
+    /// Forgets a connection that ended: its memberships, and its registration unless a newer
+    /// connection with the same id is already here.
+    pub(crate) async fn unregister_client(&self, client: &str, left: Vec<RoomId>) {
+        for room in &left {
+            self.forget_membership(room.as_str(), client).await;
+        }
+        if self.hub.client(client).is_none()
+            && let Err(e) = self
+                .state()
+                .unregister_client(client, self.hub.node_id().as_str())
+                .await
+        {
+            tracing::warn!(error = %e, "could not remove the client from the cluster state");
+        }
+    }
+
+    // ---- nodes ----
+
+    fn node_record(&self, started_at_ms: i64) -> NodeRecord {
+        let config = self.config();
+        let addr = if config.cluster.advertise_addr.is_empty() {
+            config.server.addr.clone()
+        } else {
+            config.cluster.advertise_addr.clone()
+        };
+        NodeRecord {
+            node_id: self.hub.node_id().to_string(),
+            addr,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            clients: self.hub.client_count(),
+            rooms: self.hub.local_room_count(),
+            started_at_ms,
+            heartbeat_at_ms: now_ms(),
+        }
+    }
+
+    /// Live nodes: this one with its current load, the others as their last heartbeat said.
+    pub(crate) async fn live_nodes(&self) -> Vec<NodeRecord> {
+        let me = self.node_record(self.started_at_ms);
+        let ttl = self.config().cluster.node_ttl;
+        let mut nodes: Vec<NodeRecord> = self
+            .state()
+            .nodes(ttl)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n.node_id != me.node_id)
+            .collect();
+        nodes.push(me);
+        nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        nodes
+    }
+
+    /// Heartbeats and dead-node cleanup, until shutdown.
+    pub(crate) fn start_heartbeat(self: &Arc<Self>) {
+        let node = self.clone();
+        self.tasks.spawn(async move {
+            let interval = node.config().cluster.heartbeat_interval;
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_ok = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    _ = node.shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let ttl = node.config().cluster.node_ttl;
+                let silent_for = last_ok.elapsed();
+                match node
+                    .state()
+                    .heartbeat(node.node_record(node.started_at_ms), ttl)
+                    .await
+                {
+                    Ok(()) => {
+                        if silent_for > ttl {
+                            // Others will have declared us dead and removed our clients.
+                            tracing::warn!(silent_ms = silent_for.as_millis() as u64, "this node was silent longer than cluster.node_ttl; restoring its clients in the cluster state");
+                            node.restore_state().await;
+                        }
+                        last_ok = tokio::time::Instant::now();
+                    }
+                    Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+                }
+                node.reap_dead_nodes(ttl).await;
+            }
+        });
+    }
+
+    /// Removes what dead nodes held and announces their members gone.
+    async fn reap_dead_nodes(&self, ttl: Duration) {
+        let state = self.state();
+        let (Ok(live), Ok(holders)) = (state.nodes(ttl).await, state.nodes_with_state().await)
+        else {
+            return;
+        };
+        let me = self.hub.node_id().as_str();
+        for dead in holders
+            .iter()
+            .filter(|n| n.as_str() != me && !live.iter().any(|l| &l.node_id == *n))
+        {
+            match state.remove_node(dead).await {
+                Ok(removed) => {
+                    if !removed.is_empty() {
+                        tracing::warn!(node = %dead, members = removed.len(), "node is dead; removed its clients from rooms");
+                    }
+                    self.dead_node_cleanups.fetch_add(1, Ordering::Relaxed);
+                    let presence = self.config().rooms.presence_events;
+                    for (room, member) in removed {
+                        if presence {
+                            self.announce(
+                                MessageType::PresenceLeave,
+                                &room,
+                                &member.client_id,
+                                None,
+                                None,
+                            )
+                            .await;
+                        }
+                        if let Ok(Some(record)) = state.room(&room).await
+                            && record.auto_created
+                            && state.member_count(&room).await.unwrap_or(1) == 0
+                        {
+                            let _ = state.delete_room(&room).await;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(node = %dead, error = %e, "dead node cleanup failed; retried")
+                }
+            }
+        }
+    }
+
+    /// Writes this node's clients and memberships back after it was presumed dead.
+    async fn restore_state(&self) {
+        let state = self.state();
+        let node = self.hub.node_id().to_string();
+        for client in self.hub.client_ids() {
+            let Some(conn) = self.hub.client(client.as_str()) else {
+                continue;
+            };
+            if let Ok(Some(previous)) = state.register_client(client.as_str(), &node).await {
+                // The client reconnected elsewhere meanwhile: that connection wins.
+                let _ = state.register_client(client.as_str(), &previous).await;
+                conn.close(close::REPLACED, close::reason::REPLACED);
+                continue;
+            }
+            for room in conn.room_list() {
+                let record = state.room(room.as_str()).await.ok().flatten();
+                if record.is_none() {
+                    let _ = state
+                        .create_room(RoomRecord {
+                            id: room.to_string(),
+                            name: room.to_string(),
+                            max_clients: 0,
+                            auto_created: true,
+                        })
+                        .await;
+                }
+                let _ = state
+                    .join(room.as_str(), self.member_record(&conn), 0)
+                    .await;
+            }
+        }
+    }
+
+    /// On clean shutdown: everything this node held goes at once, not after `node_ttl`.
+    pub(crate) async fn leave_cluster(&self) {
+        let node = self.hub.node_id().to_string();
+        match self.state().remove_node(&node).await {
+            Ok(removed) => {
+                if self.config().rooms.presence_events {
+                    for (room, member) in removed {
+                        self.announce(
+                            MessageType::PresenceLeave,
+                            &room,
+                            &member.client_id,
+                            None,
+                            None,
+                        )
+                        .await;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not remove this node from the cluster state")
+            }
+        }
+    }
+}
