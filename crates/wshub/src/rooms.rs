@@ -75,10 +75,7 @@ impl Node {
             }
             None => return Err(HubError::RoomNotFound.into()),
         };
-        match state
-            .join(room.as_str(), self.member_record(conn), record.max_clients)
-            .await?
-        {
+        match state.join(&record, self.member_record(conn)).await? {
             JoinOutcome::Joined => {}
             JoinOutcome::Full => return Err(HubError::RoomFull.into()),
             JoinOutcome::AlreadyMember => return Err(HubError::AlreadyInRoom.into()),
@@ -138,12 +135,7 @@ impl Node {
         let node = self.hub.node_id().as_str();
         match state.leave(room, client, node).await {
             Ok(Some(0)) => {
-                if let Ok(Some(record)) = state.room(room).await
-                    && record.auto_created
-                    && state.member_count(room).await.unwrap_or(1) == 0
-                {
-                    let _ = state.delete_room(room).await;
-                }
+                let _ = state.delete_room_if_empty(room).await;
             }
             Ok(_) => {}
             Err(e) => {
@@ -383,12 +375,7 @@ impl Node {
                             )
                             .await;
                         }
-                        if let Ok(Some(record)) = state.room(&room).await
-                            && record.auto_created
-                            && state.member_count(&room).await.unwrap_or(1) == 0
-                        {
-                            let _ = state.delete_room(&room).await;
-                        }
+                        let _ = state.delete_room_if_empty(&room).await;
                     }
                 }
                 Err(e) => {
@@ -413,20 +400,22 @@ impl Node {
                 continue;
             }
             for room in conn.room_list() {
-                let record = state.room(room.as_str()).await.ok().flatten();
-                if record.is_none() {
-                    let _ = state
-                        .create_room(RoomRecord {
+                // The room as it is, or recreated as it was known here; no limit check: the
+                // member was admitted before.
+                let mut record =
+                    state
+                        .room(room.as_str())
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or(RoomRecord {
                             id: room.to_string(),
                             name: room.to_string(),
                             max_clients: 0,
                             auto_created: true,
-                        })
-                        .await;
-                }
-                let _ = state
-                    .join(room.as_str(), self.member_record(&conn), 0)
-                    .await;
+                        });
+                record.max_clients = 0;
+                let _ = state.join(&record, self.member_record(&conn)).await;
             }
         }
     }

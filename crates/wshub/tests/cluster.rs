@@ -4,109 +4,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::brokers::Broker;
+use common::cluster::{Backend, Cluster, metric, wait_connected};
 use common::{TestServer, WAIT, eventually};
 use serde_json::json;
-use wshub::Config;
-use wshub::bus::LocalBroker;
-use wshub::config::BusType;
-use wshub::{Server, ServerBuilder};
 use wshub_client::Client;
-
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Local,
-    Nats,
-    JetStream,
-    Redis,
-}
-
-/// A backend's broker (if any) and how to configure nodes for it.
-struct Cluster {
-    backend: Backend,
-    broker: Option<Broker>,
-    local: Arc<LocalBroker>,
-}
-
-impl Cluster {
-    fn new(backend: Backend) -> Cluster {
-        let broker = match backend {
-            Backend::Local => None,
-            Backend::Nats | Backend::JetStream => Some(Broker::nats()),
-            Backend::Redis => Some(Broker::redis()),
-        };
-        Cluster {
-            backend,
-            broker,
-            local: LocalBroker::new(),
-        }
-    }
-
-    fn config(&self, node: &str) -> Config {
-        let mut c = Config::default();
-        c.cluster.enabled = true;
-        c.cluster.node_id = node.into();
-        match self.backend {
-            Backend::Local => c.cluster.bus_type = BusType::Local,
-            Backend::Nats | Backend::JetStream => {
-                c.cluster.bus_type = BusType::Nats;
-                c.cluster.nats.urls = vec![self.broker.as_ref().unwrap().url()];
-                c.cluster.nats.use_jetstream = matches!(self.backend, Backend::JetStream);
-                c.cluster.nats.reconnect_wait = Duration::from_millis(300);
-                c.cluster.nats.op_timeout = Duration::from_millis(1000);
-            }
-            Backend::Redis => {
-                c.cluster.bus_type = BusType::Redis;
-                c.cluster.redis.addrs = vec![self.broker.as_ref().unwrap().url()];
-                c.cluster.redis.op_timeout = Duration::from_millis(1000);
-                c.cluster.redis.retry_interval = Duration::from_millis(300);
-            }
-        }
-        c
-    }
-
-    fn builder(&self, node: &str) -> ServerBuilder {
-        Server::builder()
-            .config(self.config(node))
-            .local_broker(self.local.clone())
-    }
-
-    async fn nodes(&self) -> [TestServer; 3] {
-        [
-            TestServer::start_with(self.builder("node-a")).await,
-            TestServer::start_with(self.builder("node-b")).await,
-            TestServer::start_with(self.builder("node-c")).await,
-        ]
-    }
-}
-
-async fn wait_connected(nodes: &[&TestServer]) {
-    for n in nodes {
-        let h = n.running.handle();
-        eventually("bus connected", || {
-            h.bus_status().map(|s| s.1) == Some("connected")
-        })
-        .await;
-    }
-}
-
-async fn metric(node: &TestServer, name: &str) -> u64 {
-    let text = reqwest::get(node.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
-}
 
 /// No second copy arrives.
 async fn no_more(client: &mut Client, message_type: &str) {

@@ -74,18 +74,32 @@ impl StateStore for MemoryStateStore {
         })
     }
 
-    fn join(
-        &self,
-        room: &str,
-        member: MemberRecord,
-        max_clients: u32,
-    ) -> BoxFuture<'_, StoreResult<JoinOutcome>> {
-        let room = room.to_owned();
+    fn delete_room_if_empty(&self, id: &str) -> BoxFuture<'_, StoreResult<bool>> {
+        let id = id.to_owned();
         self.with(move |i| {
-            let members = i.members.entry(room).or_default();
+            let empty = i.members.get(&id).is_none_or(|m| m.is_empty());
+            if empty && i.rooms.get(&id).is_some_and(|r| r.auto_created) {
+                i.rooms.remove(&id);
+                i.members.remove(&id);
+                return true;
+            }
+            false
+        })
+    }
+
+    fn join<'a>(
+        &'a self,
+        room: &'a RoomRecord,
+        member: MemberRecord,
+    ) -> BoxFuture<'a, StoreResult<JoinOutcome>> {
+        self.with(move |i| {
+            i.rooms
+                .entry(room.id.clone())
+                .or_insert_with(|| room.clone());
+            let members = i.members.entry(room.id.clone()).or_default();
             if members.contains_key(&member.client_id) {
                 JoinOutcome::AlreadyMember
-            } else if max_clients > 0 && members.len() >= max_clients as usize {
+            } else if room.max_clients > 0 && members.len() >= room.max_clients as usize {
                 JoinOutcome::Full
             } else {
                 members.insert(member.client_id.clone(), member);

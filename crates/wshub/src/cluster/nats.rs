@@ -300,16 +300,42 @@ impl StateStore for NatsStateStore {
         }))
     }
 
-    fn join(
-        &self,
-        room: &str,
-        member: MemberRecord,
-        max_clients: u32,
-    ) -> BoxFuture<'_, StoreResult<JoinOutcome>> {
-        let room = room.to_owned();
+    fn delete_room_if_empty(&self, id: &str) -> BoxFuture<'_, StoreResult<bool>> {
+        let id = id.to_owned();
         Box::pin(self.timed(async move {
             let b = self.buckets().await?;
-            let room_enc = enc(&room);
+            let key = format!("r.{}", enc(&id));
+            let Some(entry) = b.rooms.entry(key.clone()).await.map_err(other)? else {
+                return Ok(false);
+            };
+            if entry.operation != kv::Operation::Put
+                || !parse::<RoomRecord>(&entry.value)?.auto_created
+            {
+                return Ok(false);
+            }
+            if !Self::entries(&b.members, &format!("m.{}.", enc(&id)))
+                .await?
+                .is_empty()
+            {
+                return Ok(false);
+            }
+            // Fails if a join touched the record since we read it.
+            Ok(b.rooms
+                .purge_expect_revision(key, Some(entry.revision))
+                .await
+                .is_ok())
+        }))
+    }
+
+    fn join<'a>(
+        &'a self,
+        room: &'a RoomRecord,
+        member: MemberRecord,
+    ) -> BoxFuture<'a, StoreResult<JoinOutcome>> {
+        let max_clients = room.max_clients;
+        Box::pin(self.timed(async move {
+            let b = self.buckets().await?;
+            let room_enc = enc(&room.id);
             let key = format!("m.{room_enc}.{}", enc(&member.client_id));
             if b.members.get(key.clone()).await.map_err(other)?.is_some() {
                 return Ok(JoinOutcome::AlreadyMember);
@@ -355,6 +381,28 @@ impl StateStore for NatsStateStore {
                 .put(format!("n.{}", enc(&member.node_id)), Bytes::new())
                 .await
                 .map_err(other)?;
+            // Touch the room record (compare-and-set): an empty-room deletion that read the
+            // record before our membership existed now fails its revision check; if it already
+            // went through, the room is recreated here.
+            let room_key = format!("r.{room_enc}");
+            loop {
+                match b.rooms.entry(room_key.clone()).await.map_err(other)? {
+                    Some(e) if e.operation == kv::Operation::Put => {
+                        if b.rooms
+                            .update(room_key.clone(), e.value, e.revision)
+                            .await
+                            .is_ok()
+                        {
+                            break;
+                        }
+                    }
+                    _ => {
+                        if b.rooms.create(room_key.clone(), bytes(room)).await.is_ok() {
+                            break;
+                        }
+                    }
+                }
+            }
             Ok(JoinOutcome::Joined)
         }))
     }

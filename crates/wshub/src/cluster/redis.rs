@@ -29,6 +29,7 @@ pub struct RedisStateStore {
 }
 
 const JOIN: &str = r#"
+redis.call('HSETNX', KEYS[4], ARGV[4], ARGV[6])
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'already' end
 local max = tonumber(ARGV[3])
 if max > 0 and redis.call('HLEN', KEYS[1]) >= max then return 'full' end
@@ -44,6 +45,16 @@ if not v then return -1 end
 if cjson.decode(v)['node_id'] ~= ARGV[2] then return -1 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 return redis.call('HLEN', KEYS[1])
+"#;
+
+/// KEYS: rooms, members:{room}; ARGV: room.
+const DELETE_IF_EMPTY: &str = r#"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return 0 end
+if not cjson.decode(v)['auto_created'] then return 0 end
+if redis.call('HLEN', KEYS[2]) > 0 then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
 "#;
 
 const DELETE_ROOM: &str = r#"
@@ -115,6 +126,13 @@ impl RedisStateStore {
             .with_performance_config(|p| p.default_command_timeout = cfg.op_timeout);
         let client = builder.build().map_err(err)?;
         drop(client.connect());
+        // Give the first connection a moment, so the node registers itself at once; a Redis
+        // that is down does not hold the start up for longer than this.
+        let _ = tokio::time::timeout(
+            cfg.dial_timeout.min(Duration::from_secs(2)),
+            client.wait_for_connect(),
+        )
+        .await;
         Ok(RedisStateStore {
             client,
             prefix: format!("{{{}}}", cfg.key_prefix),
@@ -191,25 +209,38 @@ impl StateStore for RedisStateStore {
         })
     }
 
-    fn join(
-        &self,
-        room: &str,
-        member: MemberRecord,
-        max_clients: u32,
-    ) -> BoxFuture<'_, StoreResult<JoinOutcome>> {
-        let room = room.to_owned();
+    fn delete_room_if_empty(&self, id: &str) -> BoxFuture<'_, StoreResult<bool>> {
+        let id = id.to_owned();
         Box::pin(async move {
+            let keys = vec![self.key("rooms"), self.members_key(&id)];
+            let deleted: i64 = self
+                .timed(self.client.eval(DELETE_IF_EMPTY, keys, vec![id]))
+                .await?;
+            Ok(deleted == 1)
+        })
+    }
+
+    fn join<'a>(
+        &'a self,
+        room: &'a RoomRecord,
+        member: MemberRecord,
+    ) -> BoxFuture<'a, StoreResult<JoinOutcome>> {
+        Box::pin(async move {
+            // The room record is (re)created in the same script: a join can't land in a room
+            // that an empty-room deletion removed a moment before.
             let keys = vec![
-                self.members_key(&room),
+                self.members_key(&room.id),
                 self.key(&format!("noderooms:{}", member.node_id)),
                 self.key("statenodes"),
+                self.key("rooms"),
             ];
             let args = vec![
                 member.client_id.clone(),
                 json(&member),
-                max_clients.to_string(),
-                room,
+                room.max_clients.to_string(),
+                room.id.clone(),
                 member.node_id.clone(),
+                json(room),
             ];
             let outcome: String = self.timed(self.client.eval(JOIN, keys, args)).await?;
             Ok(match outcome.as_str() {

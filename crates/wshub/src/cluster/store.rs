@@ -82,13 +82,17 @@ pub trait StateStore: Send + Sync + 'static {
     /// was no such room).
     fn delete_room(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<Vec<MemberRecord>>>>;
 
+    /// Deletes an auto-created room if it has no members, atomically with respect to joins
+    /// (a join racing the deletion either keeps the room or finds it gone and recreates it).
+    fn delete_room_if_empty(&self, id: &str) -> BoxFuture<'_, StoreResult<bool>>;
+
     /// Adds a member unless the room already has `max_clients` (0 = no limit), atomically.
-    fn join(
-        &self,
-        room: &str,
+    /// If the room was deleted meanwhile as empty, it is recreated from `room`.
+    fn join<'a>(
+        &'a self,
+        room: &'a RoomRecord,
         member: MemberRecord,
-        max_clients: u32,
-    ) -> BoxFuture<'_, StoreResult<JoinOutcome>>;
+    ) -> BoxFuture<'a, StoreResult<JoinOutcome>>;
     /// Removes `client`'s membership if it is held by `node`; returns the members left.
     fn leave(
         &self,

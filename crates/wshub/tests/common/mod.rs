@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod brokers;
+pub mod cluster;
 
 use std::time::Duration;
 
