@@ -128,3 +128,157 @@ async fn two_binaries_cluster_over_redis() {
     })
     .await;
 }
+
+fn signal(node: &Node, sig: &str) {
+    let pid = node.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+async fn members(port: u16, room: &str) -> Vec<String> {
+    let v: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{port}/api/rooms/{room}/members"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    v["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|x| x["client_id"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn live_nodes(port: u16) -> Vec<String> {
+    let v: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/api/nodes"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+/// Kill -9 a node: the survivors drop its clients within node_ttl + a heartbeat and announce
+/// them gone. Then pause another node past the TTL (a partition): it is dropped too, and
+/// when it resumes it puts its clients back.
+async fn node_failure(cluster_yaml: impl Fn(&str) -> String) {
+    let a = spawn(&cluster_yaml("fail-a"));
+    let b = spawn(&cluster_yaml("fail-b"));
+    let c = spawn(&cluster_yaml("fail-c"));
+    for n in [&a, &b, &c] {
+        wait_bus_connected(n.port).await;
+    }
+    let connect = |port: u16, id: &str| {
+        let url = format!("ws://127.0.0.1:{port}/ws?client_id={id}");
+        async move { Client::connect(&url).await.unwrap() }
+    };
+    let mut a1 = connect(a.port, "a1").await;
+    let b1 = connect(b.port, "b1").await;
+    let c1 = connect(c.port, "c1").await;
+    for cl in [&a1, &b1, &c1] {
+        cl.join_room("p").await.unwrap();
+    }
+    assert_eq!(members(a.port, "p").await, vec!["a1", "b1", "c1"]);
+    until("three nodes listed", WAIT, async || {
+        live_nodes(a.port).await.len() == 3
+    })
+    .await;
+    while a1
+        .expect("presence_join", Duration::from_millis(200))
+        .await
+        .is_ok()
+    {}
+
+    // node_ttl 1 s, heartbeat 200 ms: cleanup is due within ~1.2 s of the kill (allow load).
+    signal(&c, "-KILL");
+    let took = until(
+        "c1 removed after kill -9",
+        Duration::from_secs(5),
+        async || members(a.port, "p").await == vec!["a1", "b1"],
+    )
+    .await;
+    let left = a1.expect("presence_leave", WAIT).await.unwrap();
+    assert_eq!(left.data["client_id"], "c1");
+    assert!(!live_nodes(a.port).await.contains(&"fail-c".to_owned()));
+    eprintln!("dead node cleaned up {} ms after kill -9", took.as_millis());
+
+    // Partition: B stops (SIGSTOP) past its TTL, then comes back.
+    signal(&b, "-STOP");
+    until(
+        "b1 removed while B is paused",
+        Duration::from_secs(5),
+        async || members(a.port, "p").await == vec!["a1"],
+    )
+    .await;
+    assert_eq!(
+        a1.expect("presence_leave", WAIT).await.unwrap().data["client_id"],
+        "b1"
+    );
+    signal(&b, "-CONT");
+    until(
+        "b1 restored after B resumes",
+        Duration::from_secs(10),
+        async || members(a.port, "p").await == vec!["a1", "b1"],
+    )
+    .await;
+    until("B listed again", Duration::from_secs(5), async || {
+        live_nodes(a.port).await.contains(&"fail-b".to_owned())
+    })
+    .await;
+    // And it works end to end again: a message from A reaches b1 on B.
+    a1.room_message("p", json!("after the partition"))
+        .await
+        .unwrap();
+    let mut b1 = b1;
+    loop {
+        let m = b1.expect("room_message", WAIT).await.unwrap();
+        if m.data["content"] == "after the partition" {
+            break;
+        }
+    }
+    drop(c1);
+}
+
+#[tokio::test]
+async fn node_failure_and_partition_over_nats() {
+    let nats = Broker::nats();
+    let url = nats.url();
+    node_failure(|node| {
+        format!("rooms:\n  presence_events: true\ncluster:\n  enabled: true\n  bus_type: nats\n  node_id: {node}\n  heartbeat_interval: 200ms\n  node_ttl: 1s\n  nats:\n    urls: [\"{url}\"]\n")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn node_failure_and_partition_over_redis() {
+    let redis = Broker::redis();
+    let url = redis.url();
+    node_failure(|node| {
+        format!("rooms:\n  presence_events: true\ncluster:\n  enabled: true\n  bus_type: redis\n  node_id: {node}\n  heartbeat_interval: 200ms\n  node_ttl: 1s\n  redis:\n    addrs: [\"{url}\"]\n")
+    })
+    .await;
+}
