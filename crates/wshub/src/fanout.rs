@@ -165,7 +165,8 @@ impl Node {
                 }
             };
         let _ = self.state.set(state);
-        bus.subscribe(subjects.direct()).await?;
+        bus.subscribe(subjects.node(self.hub.node_id().as_str()))
+            .await?;
         bus.subscribe(subjects.broadcast()).await?;
         tracing::info!(bus = bus.kind(), "cluster bus started");
         let link = ClusterLink {
@@ -287,12 +288,12 @@ impl Node {
                 let Some(link) = self.cluster.get() else {
                     return Err(e.into());
                 };
-                // Not here: the node that has it (per the client registry) delivers it.
-                if self.state().client_node(target).await?.is_none() {
+                // Not here: sent to the node that has it, per the client registry.
+                let Some(node) = self.state().client_node(target).await? else {
                     return Err(HubError::ClientNotFound.into());
-                }
+                };
                 let msg = link.message(Kind::Direct, target, "", frame);
-                link.send(link.subjects.direct(), msg, false).await?;
+                link.send(link.subjects.node(&node), msg, false).await?;
                 Ok(())
             }
         }
@@ -333,11 +334,11 @@ impl Node {
         let Some(link) = self.cluster.get() else {
             return Err(HubError::ClientNotFound.into());
         };
-        if self.state().client_node(target).await?.is_none() {
+        let Some(node) = self.state().client_node(target).await? else {
             return Err(HubError::ClientNotFound.into());
-        }
+        };
         let msg = link.message(Kind::Kick, target, room, notice);
-        link.send(link.subjects.direct(), msg, false).await?;
+        link.send(link.subjects.node(&node), msg, false).await?;
         Ok(())
     }
 
@@ -367,11 +368,11 @@ impl Node {
         let Some(link) = self.cluster.get() else {
             return Err(HubError::ClientNotFound.into());
         };
-        if self.state().client_node(target).await?.is_none() {
+        let Some(node) = self.state().client_node(target).await? else {
             return Err(HubError::ClientNotFound.into());
-        }
+        };
         let msg = link.message(Kind::Disconnect, target, "", Bytes::new());
-        link.send(link.subjects.direct(), msg, false).await?;
+        link.send(link.subjects.node(&node), msg, false).await?;
         Ok(())
     }
 
@@ -381,7 +382,7 @@ impl Node {
             return Ok(());
         };
         let msg = link.message(Kind::Replaced, client, node, Bytes::new());
-        link.send(link.subjects.direct(), msg, false).await?;
+        link.send(link.subjects.node(node), msg, false).await?;
         Ok(())
     }
 

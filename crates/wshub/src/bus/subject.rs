@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! {prefix}room.{room}      room traffic; a node subscribes only while it has local members
-//! {prefix}direct           direct messages and per-client commands (kick, disconnect)
+//! {prefix}node.{node}      direct messages and per-client commands (kick, disconnect) for
+//!                          the clients of one node (the client registry says which)
 //! {prefix}broadcast        messages to every client
 //! ```
 //!
@@ -37,8 +38,9 @@ impl Subjects {
         format!("{}room.>", self.prefix)
     }
 
-    pub(crate) fn direct(&self) -> String {
-        format!("{}direct", self.prefix)
+    /// One node's subject: direct messages, kicks and disconnects for its clients.
+    pub(crate) fn node(&self, node: &str) -> String {
+        format!("{}node.{}", self.prefix, encode_token(node))
     }
 
     pub(crate) fn broadcast(&self) -> String {
