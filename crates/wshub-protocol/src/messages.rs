@@ -41,6 +41,59 @@ pub struct RoomMessageRequest<'a> {
     pub room_id: String,
     #[serde(borrow)]
     pub content: &'a RawValue,
+    /// Retries with the same key within `rooms.idempotency_window` are applied once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// A position in a room's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// `join_room` in: `since` asks for the publications missed after that position.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRoomRequest {
+    pub room_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<StreamPosition>,
+}
+
+/// `room_joined` out. GoHub's two fields, then (for rooms with history) where the room is and
+/// (with `since`) whether the missed publications follow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomJoined {
+    pub room_id: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// The room's latest offset when joined (before any replay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+/// `published` out: the ack of a `room_message` sent with a `request_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Published {
+    pub room_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+}
+
+/// `history` in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    pub room_id: String,
+    #[serde(default)]
+    pub since: Option<u64>,
+    #[serde(default)]
+    pub limit: Option<usize>,
 }
 
 /// `room_message` out.

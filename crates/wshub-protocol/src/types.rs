@@ -87,6 +87,10 @@ message_types! {
     PresenceJoin => "presence_join",
     /// To a room's members (with `rooms.presence_events`): `{room_id, client_id}`.
     PresenceLeave => "presence_leave",
+    /// Ack of a `room_message` sent with `request_id`: `{room_id, offset?, epoch?}`.
+    Published => "published",
+    /// `{room_id, since?, limit?}` -> `history {room_id, epoch, publications}`.
+    History => "history",
 }
 
 impl std::fmt::Display for MessageType {

@@ -128,6 +128,31 @@ pub struct RoomsConfig {
     /// Send `presence_join` / `presence_leave` to a room's members when someone joins or
     /// leaves (on any node). Default false (GoHub clients don't expect them).
     pub presence_events: bool,
+    pub history: HistoryConfig,
+    /// A `room_message` with an `idempotency_key` seen within this window is applied once;
+    /// the retry gets the first one's `offset`. Default 5 min. Needs history.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+}
+
+/// `rooms.history.*`: per-room history for recovery after a reconnect.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Publications kept per room; 0 disables history (no offsets, no recovery). Default 0.
+    pub size: usize,
+    /// Publications older than this are dropped. Default 10 min.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            size: 0,
+            ttl: Duration::from_secs(600),
+        }
+    }
 }
 
 impl Default for RoomsConfig {
@@ -136,6 +161,8 @@ impl Default for RoomsConfig {
             auto_create: true,
             default_max_clients: 0,
             presence_events: false,
+            history: HistoryConfig::default(),
+            idempotency_window: Duration::from_secs(300),
         }
     }
 }
@@ -407,6 +434,7 @@ pub const RESTART_KEYS: &[&str] = &[
     "cluster.",
     "log.format",
     "admin.max_body_size",
+    "rooms.history.",
     "version",
 ];
 
@@ -544,6 +572,13 @@ impl Config {
                 && !self.cluster.heartbeat_interval.is_zero(),
             "cluster.node_ttl",
             "must be longer than cluster.heartbeat_interval (which must be more than 0)",
+        );
+        check(
+            self.rooms.history.size == 0
+                || !self.cluster.enabled
+                || matches!(self.cluster.bus_type, BusType::Local | BusType::Noop),
+            "rooms.history.size",
+            "history across nodes needs a shared backend (JetStream or Redis Streams), not available in this build yet; use it on a single node",
         );
         check(
             !self.cluster.nats.urls.is_empty(),

@@ -44,6 +44,25 @@ pub enum PublishError {
     /// The cluster state (rooms, memberships) could not be read or written.
     #[error(transparent)]
     Store(#[from] crate::cluster::StoreError),
+    /// The room's history could not be written: nothing was delivered.
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
+    #[error("encoding failed: {0}")]
+    Encode(String),
+}
+
+impl From<serde_json::Error> for PublishError {
+    fn from(e: serde_json::Error) -> Self {
+        PublishError::Encode(e.to_string())
+    }
+}
+
+/// Where a room publication went.
+#[derive(Debug, Clone)]
+pub(crate) struct Published {
+    pub delivery: Delivery,
+    /// Its position in the room's history, when the room keeps one.
+    pub position: Option<crate::history::Position>,
 }
 
 impl From<PublishError> for HandlerError {
@@ -55,6 +74,18 @@ impl From<PublishError> for HandlerError {
                 "the cluster bus is unavailable: delivered on this node only",
             )
             .with_details(b.to_string().into()),
+            PublishError::History(e) => {
+                tracing::warn!(error = %e, "history unavailable");
+                HandlerError::new(
+                    ErrorCode::Timeout,
+                    "the room history is unavailable; not published",
+                )
+                .with_details(e.to_string().into())
+            }
+            PublishError::Encode(e) => {
+                tracing::error!(error = %e, "encoding failed");
+                HandlerError::code(ErrorCode::ServerError)
+            }
             PublishError::Store(e) => {
                 tracing::warn!(error = %e, "cluster state unavailable");
                 HandlerError::new(
@@ -100,6 +131,7 @@ impl ClusterLink {
             origin: self.origin.clone(),
             boot: self.boot,
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            offset: 0,
             target: target.to_owned(),
             extra: extra.to_owned(),
             frame,
@@ -126,6 +158,23 @@ impl Node {
         config: &Config,
         local_broker: Option<Arc<LocalBroker>>,
     ) -> Result<(), BusError> {
+        let history_cfg = &config.rooms.history;
+        if history_cfg.size > 0 {
+            // Memory history: this node's, or the in-process cluster's shared one.
+            let memory = || {
+                Arc::new(crate::history::MemoryHistory::new(
+                    history_cfg.size,
+                    history_cfg.ttl,
+                    config.rooms.idempotency_window,
+                ))
+            };
+            let store: Arc<dyn crate::history::HistoryStore> =
+                match (&local_broker, config.cluster.enabled) {
+                    (Some(broker), true) => broker.history.get_or_init(memory).clone(),
+                    _ => memory(),
+                };
+            let _ = self.history.set(store);
+        }
         if !config.cluster.enabled {
             let _ = self
                 .state
@@ -219,6 +268,11 @@ impl Node {
         self.start_heartbeat();
     }
 
+    /// The history store, when rooms keep history (`rooms.history.size > 0`).
+    pub(crate) fn history_for_rooms(&self) -> Option<&dyn crate::history::HistoryStore> {
+        self.history.get().map(|h| &**h)
+    }
+
     /// `"local"`/`"nats"`/... and its state; `None` for a single node without a bus.
     pub(crate) fn bus_status(&self) -> Option<(&'static str, BusState)> {
         self.cluster.get().map(|c| (c.bus.kind(), c.bus.state()))
@@ -239,15 +293,79 @@ impl Node {
 
     // ---- publishing ----
 
-    /// To every member of a room on every node but the sender.
+    /// To every member of a room on every node but the sender: a frame that is not part of
+    /// the room's history (presence events, custom SDK pushes without history).
     pub(crate) async fn publish_room(
         &self,
         room: &str,
         frame: Bytes,
         sender: Option<&ConnHandle>,
     ) -> Result<Delivery, PublishError> {
+        self.fan_out_room(room, frame, sender, None).await
+    }
+
+    /// A publication to a room: stored in the room's history first when it keeps one (which
+    /// gives it its offset and epoch, added to `data`), then encoded once and fanned out.
+    /// A repeat of an `idempotency_key` within the window is not delivered again; its first
+    /// position is returned.
+    pub(crate) async fn publish_room_message(
+        &self,
+        room: &str,
+        message_type: &str,
+        data: &impl serde::Serialize,
+        sender: Option<&ConnHandle>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Published, PublishError> {
+        let Some(history) = self.history_for_rooms() else {
+            let frame = self.hub.frame(message_type, data, None)?;
+            let delivery = self.fan_out_room(room, frame, sender, None).await?;
+            return Ok(Published {
+                delivery,
+                position: None,
+            });
+        };
+        let data = Bytes::from(serde_json::to_vec(data)?);
+        let appended = history
+            .append(room, idempotency_key, message_type, data.clone())
+            .await?;
+        if appended.duplicate {
+            // A retry: not delivered again, acknowledged with the first one's position.
+            return Ok(Published {
+                delivery: Delivery::default(),
+                position: Some(appended.position),
+            });
+        }
+        let frame = self.history_frame(message_type, &data, &appended.position)?;
+        let delivery = self
+            .fan_out_room(room, frame, sender, Some(appended.position.offset))
+            .await?;
+        Ok(Published {
+            delivery,
+            position: Some(appended.position),
+        })
+    }
+
+    /// The frame of a stored publication, with its position in `data`.
+    pub(crate) fn history_frame(
+        &self,
+        message_type: &str,
+        data: &[u8],
+        position: &crate::history::Position,
+    ) -> Result<Bytes, serde_json::Error> {
+        let with_position = crate::history::with_position(data, position);
+        let raw: Box<serde_json::value::RawValue> = serde_json::from_slice(&with_position)?;
+        self.hub.frame(message_type, &*raw, None)
+    }
+
+    async fn fan_out_room(
+        &self,
+        room: &str,
+        frame: Bytes,
+        sender: Option<&ConnHandle>,
+        offset: Option<u64>,
+    ) -> Result<Delivery, PublishError> {
         let exclude = sender.map_or(Exclude::Nobody, |c| Exclude::Conn(c.conn_id));
-        let local = self.hub.publish_room(room, &frame, exclude);
+        let local = self.hub.publish_room(room, &frame, exclude, offset);
         let Some(link) = self.cluster.get() else {
             return Ok(local?);
         };
@@ -255,7 +373,8 @@ impl Node {
         // error (the shared room registry decides existence).
         let local = local.unwrap_or_default();
         let sender_id = sender.map_or("", |c| c.client_id.as_str());
-        let msg = link.message(Kind::Room, room, sender_id, frame);
+        let mut msg = link.message(Kind::Room, room, sender_id, frame);
+        msg.offset = offset.unwrap_or(0);
         link.send(link.subjects.room(room), msg, true).await?;
         Ok(local)
     }
@@ -443,9 +562,13 @@ impl Node {
         }
         match msg.kind {
             Kind::Room => {
-                let _ = self
-                    .hub
-                    .publish_room(&msg.target, &msg.frame, Exclude::Client(&msg.extra));
+                let offset = (msg.offset > 0).then_some(msg.offset);
+                let _ = self.hub.publish_room(
+                    &msg.target,
+                    &msg.frame,
+                    Exclude::Client(&msg.extra),
+                    offset,
+                );
             }
             Kind::Broadcast => {
                 self.hub.broadcast(&msg.frame, Exclude::Client(&msg.extra));

@@ -25,6 +25,7 @@ pub mod config;
 mod conn;
 mod dispatch;
 mod fanout;
+pub mod history;
 mod http;
 mod hub;
 pub mod ids;

@@ -20,6 +20,8 @@ pub(crate) struct Node {
     pub(crate) cluster: OnceLock<crate::fanout::ClusterLink>,
     /// Rooms, memberships, client locations, live nodes (in memory for a single node).
     pub(crate) state: OnceLock<Arc<dyn crate::cluster::StateStore>>,
+    /// Room history (`rooms.history.size > 0`).
+    pub(crate) history: OnceLock<Arc<dyn crate::history::HistoryStore>>,
     pub(crate) started_at_ms: i64,
     pub(crate) dead_node_cleanups: AtomicU64,
     config: RwLock<Arc<Config>>,
@@ -92,6 +94,7 @@ impl Node {
             hub,
             cluster: OnceLock::new(),
             state: OnceLock::new(),
+            history: OnceLock::new(),
             started_at_ms: crate::cluster::now_ms(),
             dead_node_cleanups: AtomicU64::new(0),
             limits: LiveLimits::new(&config),

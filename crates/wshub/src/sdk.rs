@@ -114,6 +114,12 @@ impl From<crate::fanout::PublishError> for SendError {
             crate::fanout::PublishError::Hub(HubError::RoomNotFound) => SendError::RoomNotFound,
             crate::fanout::PublishError::Hub(_) => SendError::ClientNotFound,
             crate::fanout::PublishError::Bus(b) => SendError::Bus(b),
+            crate::fanout::PublishError::History(e) => {
+                SendError::Bus(crate::bus::BusError::Other(e.to_string()))
+            }
+            crate::fanout::PublishError::Encode(e) => {
+                SendError::Bus(crate::bus::BusError::Other(e))
+            }
             crate::fanout::PublishError::Store(e) => {
                 SendError::Bus(crate::bus::BusError::Other(e.to_string()))
             }
@@ -352,8 +358,12 @@ impl ServerHandle {
         message_type: &str,
         data: &impl Serialize,
     ) -> Result<Delivery, SendError> {
-        let frame = self.node.hub.frame(message_type, data, None)?;
-        Ok(self.node.publish_room(room_id, frame, None).await?)
+        // Stored in the room's history (and given an offset) when the room keeps one.
+        Ok(self
+            .node
+            .publish_room_message(room_id, message_type, data, None, None)
+            .await?
+            .delivery)
     }
 
     /// Sends an envelope to every client on every node (encoded once).

@@ -18,6 +18,7 @@ pub struct LocalBroker {
     subscribers: Mutex<HashMap<String, Vec<(u64, InboundSender)>>>,
     next_id: AtomicU64,
     pub(crate) state: Arc<crate::cluster::MemoryStateStore>,
+    pub(crate) history: std::sync::OnceLock<Arc<crate::history::MemoryHistory>>,
 }
 
 impl LocalBroker {

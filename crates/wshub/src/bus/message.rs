@@ -8,6 +8,7 @@
 //! u8  origin node id length, then the id
 //! u64 origin boot id (random per process start)
 //! u64 sequence (per origin boot, from 1)
+//! u64 room history offset (0 = none)
 //! u16 length of `target`, then target   (room id, or client id for direct/kick)
 //! u16 length of `extra`, then extra     (client id to exclude, or who kicked)
 //! ... the rest: the WebSocket frame, already encoded by the origin
@@ -60,6 +61,8 @@ pub(crate) struct BusMessage {
     pub(crate) origin: String,
     pub(crate) boot: u64,
     pub(crate) seq: u64,
+    /// The publication's offset in the room's history (0 = the room keeps none).
+    pub(crate) offset: u64,
     pub(crate) target: String,
     pub(crate) extra: String,
     pub(crate) frame: Bytes,
@@ -71,7 +74,7 @@ impl BusMessage {
         let target = &self.target.as_bytes()[..self.target.len().min(u16::MAX as usize)];
         let extra = &self.extra.as_bytes()[..self.extra.len().min(u16::MAX as usize)];
         let mut b = BytesMut::with_capacity(
-            2 + 1 + origin.len() + 16 + 4 + target.len() + extra.len() + self.frame.len(),
+            2 + 1 + origin.len() + 24 + 4 + target.len() + extra.len() + self.frame.len(),
         );
         b.put_u8(VERSION);
         b.put_u8(self.kind as u8);
@@ -79,6 +82,7 @@ impl BusMessage {
         b.put_slice(origin);
         b.put_u64(self.boot);
         b.put_u64(self.seq);
+        b.put_u64(self.offset);
         b.put_u16(target.len() as u16);
         b.put_slice(target);
         b.put_u16(extra.len() as u16);
@@ -102,11 +106,12 @@ impl BusMessage {
         let kind = Kind::from_u8(buf.get_u8())?;
         let origin_len = buf.get_u8() as usize;
         let origin = string(&mut buf, origin_len)?;
-        if buf.remaining() < 18 {
+        if buf.remaining() < 26 {
             return None;
         }
         let boot = buf.get_u64();
         let seq = buf.get_u64();
+        let offset = buf.get_u64();
         let target_len = buf.get_u16() as usize;
         let target = string(&mut buf, target_len)?;
         if buf.remaining() < 2 {
@@ -119,6 +124,7 @@ impl BusMessage {
             origin,
             boot,
             seq,
+            offset,
             target,
             extra,
             frame: buf,
@@ -142,6 +148,7 @@ mod tests {
             origin: "node-1".into(),
             boot: 42,
             seq: 7,
+            offset: 3,
             target: "lobby".into(),
             extra: "alice".into(),
             frame: Bytes::from_static(b"\x81\x02hi"),

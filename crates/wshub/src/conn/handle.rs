@@ -5,7 +5,9 @@
 //! means the client does not keep up, and it is disconnected (close 1008) rather than
 //! letting it slow down the room that is fanning out to it.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
@@ -82,6 +84,18 @@ pub(crate) struct ConnHandle {
     /// Rooms this connection is in, for cleanup on disconnect. Locked briefly, never across
     /// an `.await`; lock order is always room members first, then this.
     pub(crate) rooms: Mutex<Vec<RoomId>>,
+    /// Rooms being recovered (`join_room` with `since`): their live publications wait here
+    /// until the missed ones have been queued, so nothing is lost or doubled between the two.
+    recovering: Mutex<HashMap<String, Recovering>>,
+    any_recovering: AtomicBool,
+}
+
+#[derive(Default)]
+struct Recovering {
+    /// Live publications that arrived meanwhile: (offset, frame).
+    live: Vec<(u64, Bytes)>,
+    /// The missed publications, and the offset they end at, once known.
+    replay: Option<(Vec<Bytes>, u64)>,
 }
 
 impl ConnHandle {
@@ -105,6 +119,8 @@ impl ConnHandle {
                 info: identity.info,
             }),
             rooms: Mutex::new(Vec::new()),
+            recovering: Mutex::new(HashMap::new()),
+            any_recovering: AtomicBool::new(false),
         }
     }
 
@@ -134,6 +150,77 @@ impl ConnHandle {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Closed,
         }
+    }
+
+    /// Queues a room publication, or holds it while the room is being recovered.
+    pub(crate) fn send_room(&self, room: &str, offset: Option<u64>, frame: Bytes) -> SendOutcome {
+        if self.any_recovering.load(Ordering::Acquire)
+            && let Ok(mut rec) = self.recovering.lock()
+            && let Some(r) = rec.get_mut(room)
+        {
+            r.live.push((offset.unwrap_or(0), frame));
+            return SendOutcome::Queued;
+        }
+        self.send(frame)
+    }
+
+    /// Starts holding live publications of `room` (before joining it).
+    pub(crate) fn begin_recovery(&self, room: &str) {
+        if let Ok(mut rec) = self.recovering.lock() {
+            rec.insert(room.to_owned(), Recovering::default());
+            self.any_recovering.store(true, Ordering::Release);
+        }
+    }
+
+    /// The missed publications of `room`, which end at offset `last`.
+    pub(crate) fn set_replay(&self, room: &str, frames: Vec<Bytes>, last: u64) {
+        if let Ok(mut rec) = self.recovering.lock()
+            && let Some(r) = rec.get_mut(room)
+        {
+            r.replay = Some((frames, last));
+        }
+    }
+
+    /// Gives up recovering `room` (the join failed); held publications are dropped.
+    pub(crate) fn abort_recovery(&self, room: &str) {
+        if let Ok(mut rec) = self.recovering.lock() {
+            rec.remove(room);
+            self.any_recovering
+                .store(!rec.is_empty(), Ordering::Release);
+        }
+    }
+
+    /// Queues, for every room whose replay is ready, the missed publications and then the
+    /// held live ones that are newer (a publication both fetched and received live is sent
+    /// once). Called after the `room_joined` reply is queued.
+    pub(crate) fn complete_recoveries(&self) {
+        if !self.any_recovering.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(mut rec) = self.recovering.lock() else {
+            return;
+        };
+        let ready: Vec<String> = rec
+            .iter()
+            .filter(|(_, r)| r.replay.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for room in ready {
+            let Some(r) = rec.remove(&room) else { continue };
+            let Some((replay, last)) = r.replay else {
+                continue;
+            };
+            for frame in replay {
+                self.send(frame);
+            }
+            for (offset, frame) in r.live {
+                if offset > last {
+                    self.send(frame);
+                }
+            }
+        }
+        self.any_recovering
+            .store(!rec.is_empty(), Ordering::Release);
     }
 
     pub(crate) fn close(&self, code: u16, reason: &'static str) {

@@ -153,7 +153,7 @@ pub(crate) async fn dispatch(node: &Arc<Node>, conn: &Arc<ConnHandle>, frame: &[
         };
     }
     let builtin = match message_type {
-        Some(t) => handlers::builtin(node, conn, t, env.data).await,
+        Some(t) => handlers::builtin(node, conn, t, env.data, env.request_id).await,
         None => None,
     };
     let result = match builtin {
@@ -174,6 +174,9 @@ pub(crate) async fn dispatch(node: &Arc<Node>, conn: &Arc<ConnHandle>, frame: &[
         Ok(None) => {}
         Err(e) => send_error(node, conn, &e, correlation),
     }
+    // A `join_room` with `since` queues what was missed after its reply (and only then the
+    // live publications that arrived meanwhile).
+    conn.complete_recoveries();
     Dispatched::Done
 }
 

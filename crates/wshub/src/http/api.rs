@@ -114,6 +114,16 @@ impl From<crate::fanout::PublishError> for ApiError {
                 ErrorCode::Timeout,
                 format!("delivered on this node only: {b}"),
             ),
+            crate::fanout::PublishError::History(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Timeout,
+                format!("room history unavailable, not published: {e}"),
+            ),
+            crate::fanout::PublishError::Encode(e) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::ServerError,
+                format!("encoding failed: {e}"),
+            ),
             crate::fanout::PublishError::Store(e) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Timeout,
@@ -230,18 +240,26 @@ pub(crate) struct RoomMessageBody {
     room_id: String,
     /// Any JSON: delivered as `data.content`.
     message: serde_json::Value,
+    /// A retry with the same key within `rooms.idempotency_window` is applied once (rooms
+    /// with history).
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Delivered {
-    /// Connections the message was queued to.
+    /// Connections on this node the message was queued to.
     delivered: usize,
+    /// The publication's offset in the room's history (rooms with history).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
 }
 
 impl From<Delivery> for Delivered {
     fn from(d: Delivery) -> Self {
         Delivered {
             delivered: d.queued,
+            offset: None,
         }
     }
 }
@@ -396,19 +414,24 @@ async fn broadcast_room(
     let room = room_id(&body.room_id)?;
     let sender = node.config().admin.sender_id.clone();
     let content = serde_json::value::to_raw_value(&body.message)?;
-    let frame = node.hub.frame(
-        MessageType::RoomMessage.as_str(),
-        &RoomMessageOut {
-            content: &content,
-            room_id: room.as_str(),
-            sender_id: &sender,
-            timestamp: wshub_protocol::now_millis(),
-        },
-        None,
-    )?;
-    Ok(Json(
-        node.publish_room(room.as_str(), frame, None).await?.into(),
-    ))
+    let published = node
+        .publish_room_message(
+            room.as_str(),
+            MessageType::RoomMessage.as_str(),
+            &RoomMessageOut {
+                content: &content,
+                room_id: room.as_str(),
+                sender_id: &sender,
+                timestamp: wshub_protocol::now_millis(),
+            },
+            None,
+            body.idempotency_key.as_deref(),
+        )
+        .await?;
+    Ok(Json(Delivered {
+        delivered: published.delivery.queued,
+        offset: published.position.map(|p| p.offset),
+    }))
 }
 
 /// Send a `direct_message` from `admin.sender_id` to one client.
@@ -433,7 +456,10 @@ async fn message_client(
         None,
     )?;
     node.publish_direct(&id, frame).await?;
-    Ok(Json(Delivered { delivered: 1 }))
+    Ok(Json(Delivered {
+        delivered: 1,
+        offset: None,
+    }))
 }
 
 /// Cluster-wide counts with a per-node breakdown.

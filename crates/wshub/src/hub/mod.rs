@@ -340,6 +340,7 @@ impl Hub {
         room_id: &str,
         frame: &Bytes,
         exclude: Exclude<'_>,
+        offset: Option<u64>,
     ) -> Result<Delivery, HubError> {
         let room = self
             .rooms
@@ -350,7 +351,7 @@ impl Hub {
         if let Ok(members) = room.members.read() {
             for conn in members.values() {
                 if !exclude.skips(conn) {
-                    delivery.record(conn.send(frame.clone()));
+                    delivery.record(conn.send_room(room_id, offset, frame.clone()));
                 }
             }
         }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use wshub_protocol::MessageType;
 use wshub_protocol::messages::{
-    BroadcastRequest, DirectMessageRequest, RoomMessageOut, RoomMessageRequest, SenderContent,
+    BroadcastRequest, DirectMessageRequest, Published, RoomMessageOut, RoomMessageRequest,
+    SenderContent,
 };
 
 use crate::conn::ConnHandle;
-use crate::dispatch::HandlerResult;
+use crate::dispatch::{HandlerResult, Reply};
 use crate::hub::HubError;
 use crate::node::Node;
 
@@ -21,24 +22,44 @@ pub(super) async fn room_message(
     node: &Arc<Node>,
     conn: &Arc<ConnHandle>,
     req: RoomMessageRequest<'_>,
+    request_id: Option<i64>,
 ) -> HandlerResult {
     match node.hub.is_member(&req.room_id, conn) {
         Ok(true) => {}
         Ok(false) => return Err(HubError::NotInRoom.into()),
         Err(e) => return Err(node.not_here(&req.room_id, e).await.into()),
     }
-    let frame = node.hub.frame(
-        MessageType::RoomMessage.as_str(),
-        &RoomMessageOut {
-            content: req.content,
-            room_id: &req.room_id,
-            sender_id: conn.client_id.as_str(),
-            timestamp: wshub_protocol::now_millis(),
+    let published = node
+        .publish_room_message(
+            &req.room_id,
+            MessageType::RoomMessage.as_str(),
+            &RoomMessageOut {
+                content: req.content,
+                room_id: &req.room_id,
+                sender_id: conn.client_id.as_str(),
+                timestamp: wshub_protocol::now_millis(),
+            },
+            Some(conn),
+            req.idempotency_key.as_deref(),
+        )
+        .await?;
+    // GoHub sends nothing back for a room message; a client that sets `request_id` gets an
+    // ack once the publication is stored (with its offset when the room keeps history).
+    if request_id.is_none() {
+        return Ok(None);
+    }
+    let (offset, epoch) = published
+        .position
+        .map_or((None, None), |p| (Some(p.offset), Some(p.epoch)));
+    Reply::of(
+        MessageType::Published,
+        &Published {
+            room_id: req.room_id,
+            offset,
+            epoch,
         },
-        None,
-    )?;
-    node.publish_room(&req.room_id, frame, Some(conn)).await?;
-    Ok(None)
+    )
+    .map(Some)
 }
 
 pub(super) async fn direct_message(

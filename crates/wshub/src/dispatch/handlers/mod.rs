@@ -13,8 +13,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use wshub_protocol::messages::{
-    BroadcastRequest, CreateRoomRequest, DirectMessageRequest, KickRequest, PingRequest,
-    RoomMessageRequest, RoomRequest,
+    BroadcastRequest, CreateRoomRequest, DirectMessageRequest, HistoryRequest, JoinRoomRequest,
+    KickRequest, PingRequest, RoomMessageRequest, RoomRequest,
 };
 use wshub_protocol::{ErrorCode, MessageType};
 
@@ -29,6 +29,7 @@ pub(super) async fn builtin(
     conn: &Arc<ConnHandle>,
     t: MessageType,
     data: Option<&RawValue>,
+    request_id: Option<i64>,
 ) -> Option<HandlerResult> {
     use MessageType as T;
     use Permission as P;
@@ -43,15 +44,16 @@ pub(super) async fn builtin(
     }
     let result = match t {
         T::Ping => handle!(None, |r: PingRequest| ping::ping(r)),
-        T::JoinRoom => handle!(Some(P::JoinRoom), |r: RoomRequest| rooms::join(node, conn, r).await),
+        T::JoinRoom => handle!(Some(P::JoinRoom), |r: JoinRoomRequest| rooms::join(node, conn, r).await),
         T::LeaveRoom => handle!(Some(P::LeaveRoom), |r: RoomRequest| rooms::leave(node, conn, r).await),
         T::CreateRoom => handle!(Some(P::CreateRoom), |r: CreateRoomRequest| rooms::create(node, r).await),
         T::DeleteRoom => handle!(Some(P::DeleteRoom), |r: RoomRequest| rooms::delete(node, conn, r).await),
         T::ListRooms => handle!(Some(P::ReadMessage), |_r: Empty| rooms::list(node).await),
         T::RoomMembers => handle!(Some(P::ReadMessage), |r: RoomRequest| rooms::members(node, r).await),
+        T::History => handle!(Some(P::ReadMessage), |r: HistoryRequest| rooms::history(node, r).await),
         T::Kick => handle!(Some(P::AdminRoom), |r: KickRequest| rooms::kick(node, conn, r).await),
         T::RoomMessage => handle!(Some(P::SendMessage), |r: RoomMessageRequest| {
-            messaging::room_message(node, conn, r).await
+            messaging::room_message(node, conn, r, request_id).await
         }),
         T::DirectMessage => handle!(Some(P::SendMessage), |r: DirectMessageRequest| {
             messaging::direct_message(node, conn, r).await
@@ -71,6 +73,7 @@ pub(super) async fn builtin(
         | T::Kicked
         | T::PresenceJoin
         | T::PresenceLeave
+        | T::Published
         // Handled by dispatch itself: it can change who the connection is.
         | T::Authenticate => return None,
     };
@@ -92,6 +95,16 @@ impl Request for PingRequest {}
 impl Request for DirectMessageRequest<'_> {}
 impl Request for BroadcastRequest<'_> {}
 impl Request for RoomRequest {
+    fn room(&self) -> Option<&str> {
+        Some(&self.room_id)
+    }
+}
+impl Request for JoinRoomRequest {
+    fn room(&self) -> Option<&str> {
+        Some(&self.room_id)
+    }
+}
+impl Request for HistoryRequest {
     fn room(&self) -> Option<&str> {
         Some(&self.room_id)
     }

@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use wshub_protocol::MessageType;
 use wshub_protocol::messages::{
-    CreateRoomRequest, RoomCreated, RoomDeleted, RoomList, RoomMembers, RoomRequest, RoomStatus,
+    CreateRoomRequest, HistoryRequest, JoinRoomRequest, RoomCreated, RoomDeleted, RoomJoined,
+    RoomList, RoomMembers, RoomRequest, RoomStatus,
 };
 
 use crate::conn::ConnHandle;
 use crate::dispatch::{HandlerResult, Reply};
+use crate::history::Recovery;
 use crate::ids::RoomId;
 use crate::node::Node;
 use crate::sdk::Client;
@@ -16,15 +18,114 @@ use crate::sdk::Client;
 pub(super) async fn join(
     node: &Arc<Node>,
     conn: &Arc<ConnHandle>,
-    req: RoomRequest,
+    req: JoinRoomRequest,
 ) -> HandlerResult {
     let room = RoomId::from(req.room_id);
+    let history = node.history_for_rooms();
+    let recovering = history.is_some() && req.since.is_some();
+    if recovering {
+        // Live publications that arrive from now on wait until the missed ones are queued.
+        conn.begin_recovery(room.as_str());
+    }
     // Subscribed to the room's traffic before the reply: the member gets everything published
     // after `room_joined`.
-    node.join_room(&room, conn).await?;
+    if let Err(e) = node.join_room(&room, conn).await {
+        conn.abort_recovery(room.as_str());
+        return Err(e.into());
+    }
     node.hooks
         .join(&Client::new(node.clone(), conn.clone()), room.as_str());
-    status(MessageType::RoomJoined, room, "joined")
+    let mut joined = RoomJoined {
+        room_id: room.to_string(),
+        status: "joined".to_owned(),
+        recovered: None,
+        epoch: None,
+        offset: None,
+    };
+    if let Some(history) = history {
+        let (epoch, latest) = match history.read(room.as_str(), None, usize::MAX).await {
+            Ok((epoch, pubs)) => (epoch, pubs.last().map_or(0, |p| p.offset)),
+            Err(e) => {
+                conn.abort_recovery(room.as_str());
+                return Err(crate::fanout::PublishError::from(e).into());
+            }
+        };
+        joined.epoch = Some(epoch);
+        joined.offset = Some(latest);
+        if let Some(since) = req.since {
+            match history
+                .recover(room.as_str(), since.offset, &since.epoch)
+                .await
+            {
+                Ok(Recovery::Complete { publications, .. }) => {
+                    let last = publications.last().map_or(since.offset, |p| p.offset);
+                    let position = |offset| crate::history::Position {
+                        offset,
+                        epoch: joined.epoch.clone().unwrap_or_default(),
+                    };
+                    let frames = publications
+                        .iter()
+                        .filter_map(|p| {
+                            node.history_frame(&p.message_type, &p.data, &position(p.offset))
+                                .ok()
+                        })
+                        .collect();
+                    conn.set_replay(room.as_str(), frames, last);
+                    joined.recovered = Some(true);
+                }
+                Ok(Recovery::Impossible { .. }) | Err(_) => {
+                    // Nothing to replay: live publications flow from the join on.
+                    conn.set_replay(room.as_str(), Vec::new(), 0);
+                    joined.recovered = Some(false);
+                }
+            }
+        }
+    } else if recovering {
+        conn.abort_recovery(room.as_str());
+    }
+    Reply::of(MessageType::RoomJoined, &joined).map(Some)
+}
+
+/// Stored publications of a room (`history {room_id, since?, limit?}`).
+pub(super) async fn history(node: &Node, req: HistoryRequest) -> HandlerResult {
+    let Some(history) = node.history_for_rooms() else {
+        return Err(crate::dispatch::HandlerError::new(
+            wshub_protocol::ErrorCode::Unknown,
+            "this server keeps no room history (rooms.history.size is 0)",
+        ));
+    };
+    if node
+        .state()
+        .room(&req.room_id)
+        .await
+        .map_err(crate::fanout::PublishError::from)?
+        .is_none()
+    {
+        return Err(crate::hub::HubError::RoomNotFound.into());
+    }
+    let limit = req.limit.unwrap_or(100).min(1000);
+    let (epoch, publications) = history
+        .read(&req.room_id, req.since, limit)
+        .await
+        .map_err(crate::fanout::PublishError::from)?;
+    let list: Vec<serde_json::Value> = publications
+        .iter()
+        .map(|p| {
+            let position = crate::history::Position {
+                offset: p.offset,
+                epoch: epoch.clone(),
+            };
+            let data: serde_json::Value =
+                serde_json::from_slice(&crate::history::with_position(&p.data, &position))
+                    .unwrap_or_default();
+            serde_json::json!({ "offset": p.offset, "message_type": p.message_type, "data": data })
+        })
+        .collect();
+    Reply::of(
+        MessageType::History,
+        &serde_json::json!({ "room_id": req.room_id, "epoch": epoch, "publications": list }),
+    )
+    .map(Some)
 }
 
 pub(super) async fn leave(
