@@ -193,34 +193,67 @@ impl ConnHandle {
     /// Queues, for every room whose replay is ready, the missed publications and then the
     /// held live ones that are newer (a publication both fetched and received live is sent
     /// once). Called after the `room_joined` reply is queued.
-    pub(crate) fn complete_recoveries(&self) {
+    ///
+    /// The replay can be far longer than the outbound queue, so it is sent with back-pressure
+    /// (waiting for the writer, up to `limit` per frame) rather than as a burst that would
+    /// trip the slow-consumer check. Live publications keep being held while that happens;
+    /// the room is released only when its held list is empty, under the lock that senders
+    /// take, so no publication can slip in out of order.
+    pub(crate) async fn complete_recoveries(&self, limit: std::time::Duration) {
         if !self.any_recovering.load(Ordering::Acquire) {
             return;
         }
-        let Ok(mut rec) = self.recovering.lock() else {
-            return;
+        let ready: Vec<(String, Vec<Bytes>, u64)> = match self.recovering.lock() {
+            Ok(mut rec) => rec
+                .iter_mut()
+                .filter_map(|(room, r)| r.replay.take().map(|(f, last)| (room.clone(), f, last)))
+                .collect(),
+            Err(_) => return,
         };
-        let ready: Vec<String> = rec
-            .iter()
-            .filter(|(_, r)| r.replay.is_some())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for room in ready {
-            let Some(r) = rec.remove(&room) else { continue };
-            let Some((replay, last)) = r.replay else {
-                continue;
-            };
-            for frame in replay {
-                self.send(frame);
+        for (room, replay, last) in ready {
+            if !self.send_waiting(replay, limit).await {
+                return;
             }
-            for (offset, frame) in r.live {
-                if offset > last {
-                    self.send(frame);
+            loop {
+                let held = match self.recovering.lock() {
+                    Ok(mut rec) => {
+                        let Some(r) = rec.get_mut(&room) else { break };
+                        if r.live.is_empty() {
+                            rec.remove(&room);
+                            self.any_recovering
+                                .store(!rec.is_empty(), Ordering::Release);
+                            break;
+                        }
+                        std::mem::take(&mut r.live)
+                    }
+                    Err(_) => return,
+                };
+                let newer = held
+                    .into_iter()
+                    .filter(|(offset, _)| *offset > last)
+                    .map(|(_, f)| f)
+                    .collect();
+                if !self.send_waiting(newer, limit).await {
+                    return;
                 }
             }
         }
-        self.any_recovering
-            .store(!rec.is_empty(), Ordering::Release);
+    }
+
+    /// Queues frames, waiting for room in the queue; false (and the connection closing as a
+    /// slow consumer) if a frame can't be queued within `limit`.
+    async fn send_waiting(&self, frames: Vec<Bytes>, limit: std::time::Duration) -> bool {
+        for frame in frames {
+            match tokio::time::timeout(limit, self.tx.send(frame)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return false,
+                Err(_) => {
+                    self.close(close::POLICY, close::reason::SLOW_CONSUMER);
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     pub(crate) fn close(&self, code: u16, reason: &'static str) {
@@ -288,5 +321,72 @@ impl ConnHandle {
 
     pub(crate) fn room_list(&self) -> Vec<RoomId> {
         self.rooms.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(cap: usize) -> (ConnHandle, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(cap);
+        let identity = Identity::anonymous(ClientId::from("c"), Permissions::all());
+        let addr = "127.0.0.1:1".parse().unwrap();
+        (
+            ConnHandle::new(1, identity, addr, tx, Arc::new(ConnControl::new())),
+            rx,
+        )
+    }
+
+    fn frame(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            out.push(String::from_utf8(f.to_vec()).unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn recovery_gate_orders_replay_before_live_and_drops_overlap() {
+        let (conn, mut rx) = handle(64);
+        conn.begin_recovery("r");
+        // Live publications arrive while the history is being read: held, not queued.
+        conn.send_room("r", Some(5), frame("live5"));
+        conn.send_room("r", Some(6), frame("live6"));
+        // Other rooms and other messages are not held.
+        conn.send_room("other", Some(1), frame("other1"));
+        conn.send(frame("reply"));
+        assert_eq!(drain(&mut rx), vec!["other1", "reply"]);
+        // The history read covered up to offset 5 (so live5 is a duplicate).
+        conn.set_replay("r", vec![frame("old4"), frame("old5")], 5);
+        conn.complete_recoveries(std::time::Duration::from_secs(1))
+            .await;
+        assert_eq!(drain(&mut rx), vec!["old4", "old5", "live6"]);
+        // Released: live ones flow directly again.
+        conn.send_room("r", Some(7), frame("live7"));
+        assert_eq!(drain(&mut rx), vec!["live7"]);
+    }
+
+    #[tokio::test]
+    async fn a_replay_longer_than_the_queue_waits_instead_of_tripping_the_slow_consumer_check() {
+        let (conn, mut rx) = handle(4);
+        conn.begin_recovery("r");
+        let replay: Vec<Bytes> = (1..=20).map(|i| frame(&format!("old{i}"))).collect();
+        conn.set_replay("r", replay, 20);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 20 {
+                got.push(rx.recv().await.unwrap());
+            }
+            got.len()
+        });
+        conn.complete_recoveries(std::time::Duration::from_secs(5))
+            .await;
+        assert_eq!(reader.await.unwrap(), 20);
+        assert!(conn.control.close_reason().is_none());
     }
 }

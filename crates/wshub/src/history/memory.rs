@@ -158,6 +158,15 @@ impl HistoryStore for MemoryHistory {
         Box::pin(async move { result })
     }
 
+    fn latest<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Position, HistoryError>> {
+        let result = self
+            .inner
+            .lock()
+            .map_err(|_| HistoryError::Unavailable("poisoned".into()))
+            .map(|inner| self.position(inner.rooms.get(room).map_or(0, |r| r.last)));
+        Box::pin(async move { result })
+    }
+
     fn read<'a>(
         &'a self,
         room: &'a str,

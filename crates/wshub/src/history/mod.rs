@@ -76,6 +76,9 @@ pub trait HistoryStore: Send + Sync + 'static {
         epoch: &'a str,
     ) -> BoxFuture<'a, Result<Recovery, HistoryError>>;
 
+    /// The room's epoch and latest offset (0 when nothing was published yet).
+    fn latest<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Position, HistoryError>>;
+
     /// Up to `limit` publications after `offset` (from the oldest kept when `None`).
     fn read<'a>(
         &'a self,

@@ -43,8 +43,8 @@ pub(super) async fn join(
         offset: None,
     };
     if let Some(history) = history {
-        let (epoch, latest) = match history.read(room.as_str(), None, usize::MAX).await {
-            Ok((epoch, pubs)) => (epoch, pubs.last().map_or(0, |p| p.offset)),
+        let (epoch, latest) = match history.latest(room.as_str()).await {
+            Ok(p) => (p.epoch, p.offset),
             Err(e) => {
                 conn.abort_recovery(room.as_str());
                 return Err(crate::fanout::PublishError::from(e).into());
