@@ -576,9 +576,9 @@ impl Config {
         check(
             self.rooms.history.size == 0
                 || !self.cluster.enabled
-                || matches!(self.cluster.bus_type, BusType::Local | BusType::Noop),
+                || !matches!(self.cluster.bus_type, BusType::Nats),
             "rooms.history.size",
-            "history across nodes needs a shared backend (JetStream or Redis Streams), not available in this build yet; use it on a single node",
+            "history on a NATS cluster (JetStream) is not available in this build yet; use cluster.bus_type redis (Redis Streams) or a single node",
         );
         check(
             !self.cluster.nats.urls.is_empty(),

@@ -160,7 +160,6 @@ impl Node {
     ) -> Result<(), BusError> {
         let history_cfg = &config.rooms.history;
         if history_cfg.size > 0 {
-            // Memory history: this node's, or the in-process cluster's shared one.
             let memory = || {
                 Arc::new(crate::history::MemoryHistory::new(
                     history_cfg.size,
@@ -169,9 +168,24 @@ impl Node {
                 ))
             };
             let store: Arc<dyn crate::history::HistoryStore> =
-                match (&local_broker, config.cluster.enabled) {
-                    (Some(broker), true) => broker.history.get_or_init(memory).clone(),
-                    _ => memory(),
+                match (config.cluster.enabled, config.cluster.bus_type) {
+                    // Shared by every node, survives node restarts.
+                    (true, BusType::Redis) => Arc::new(
+                        crate::history::RedisHistory::connect(
+                            &config.cluster.redis,
+                            history_cfg.size,
+                            history_cfg.ttl,
+                            config.rooms.idempotency_window,
+                        )
+                        .await
+                        .map_err(|e| BusError::Other(e.to_string()))?,
+                    ),
+                    // The in-process cluster's shared memory history.
+                    (true, _) => match &local_broker {
+                        Some(broker) => broker.history.get_or_init(memory).clone(),
+                        None => memory(),
+                    },
+                    (false, _) => memory(),
                 };
             let _ = self.history.set(store);
         }

@@ -4,15 +4,18 @@
 //! it missed (`join_room` with `since {offset, epoch}`) and gets exactly that, or is told it
 //! can't (`recovered: false`) and must reload its state.
 //!
-//! Backends: [`MemoryHistory`] (one node; lost on restart, which changes the epoch).
-//! Shared backends (JetStream, Redis Streams) make recovery work across nodes and restarts.
+//! Backends: [`MemoryHistory`] (one node, or the nodes of one process; lost on restart, which
+//! changes the epoch) and [`RedisHistory`] (Redis Streams, shared by every node; survives node
+//! restarts).
 
 mod memory;
+mod redis;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 pub use memory::MemoryHistory;
+pub use redis::RedisHistory;
 
 /// One stored publication.
 #[derive(Debug, Clone, PartialEq)]
