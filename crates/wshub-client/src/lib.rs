@@ -34,6 +34,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use wshub_protocol::messages::Connected;
+
+mod resume;
+pub use resume::{ResumeOptions, ResumingClient};
 pub use wshub_protocol::{Envelope, ErrorCode, ErrorData};
 
 type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -223,6 +226,12 @@ impl Client {
     /// The next pushed event; `None` after [`Event::Closed`] was returned.
     pub async fn next_event(&mut self) -> Option<Event> {
         self.events.recv().await
+    }
+
+    /// Takes the event stream out of the client (the client keeps serving requests).
+    fn take_events(&mut self) -> mpsc::Receiver<Event> {
+        let (_, empty) = mpsc::channel(1);
+        std::mem::replace(&mut self.events, empty)
     }
 
     /// The next pushed message of `message_type`, skipping others, within `timeout`.

@@ -75,7 +75,25 @@ impl Node {
             }
             None => return Err(HubError::RoomNotFound.into()),
         };
-        match state.join(&record, self.member_record(conn)).await? {
+        let mut outcome = state.join(&record, self.member_record(conn)).await?;
+        if outcome == JoinOutcome::AlreadyMember {
+            // Not a member here (checked above), yet recorded as one: a membership left behind
+            // by this client's previous connection on another node (a client id is connected
+            // once cluster-wide, so that one is gone or going). It is replaced.
+            let me = self.hub.node_id().as_str();
+            if let Some(stale) = state
+                .members(room.as_str())
+                .await?
+                .into_iter()
+                .find(|m| m.client_id == conn.client_id.as_str() && m.node_id != me)
+            {
+                state
+                    .leave(room.as_str(), &stale.client_id, &stale.node_id)
+                    .await?;
+                outcome = state.join(&record, self.member_record(conn)).await?;
+            }
+        }
+        match outcome {
             JoinOutcome::Joined => {}
             JoinOutcome::Full => return Err(HubError::RoomFull.into()),
             JoinOutcome::AlreadyMember => return Err(HubError::AlreadyInRoom.into()),

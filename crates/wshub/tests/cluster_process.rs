@@ -282,3 +282,86 @@ async fn node_failure_and_partition_over_redis() {
     })
     .await;
 }
+
+/// The node a resuming client is on dies (`kill -9`) while a publisher on another node keeps
+/// publishing: the client reconnects to the survivor, recovers from the shared (Redis Streams)
+/// history, and the application sees every publication exactly once, in order.
+#[tokio::test]
+async fn resuming_client_survives_its_node_being_killed() {
+    use wshub_client::{Event, ResumeOptions, ResumingClient};
+    let redis = Broker::redis();
+    let url = redis.url();
+    let yaml = |node: &str| {
+        format!(
+            "rooms:\n  history:\n    size: 100000\ncluster:\n  enabled: true\n  bus_type: redis\n  node_id: {node}\n  heartbeat_interval: 200ms\n  node_ttl: 1s\n  redis:\n    addrs: [\"{url}\"]\n"
+        )
+    };
+    let n1 = spawn(&yaml("resume-1"));
+    let n2 = spawn(&yaml("resume-2"));
+    wait_bus_connected(n1.port).await;
+    wait_bus_connected(n2.port).await;
+
+    let publisher = Client::connect(&format!("ws://127.0.0.1:{}/ws?client_id=pub", n2.port))
+        .await
+        .unwrap();
+    publisher.join_room("stream").await.unwrap();
+    let urls = vec![
+        format!("ws://127.0.0.1:{}/ws?client_id=app", n1.port),
+        format!("ws://127.0.0.1:{}/ws?client_id=app", n2.port),
+    ];
+    let mut app = ResumingClient::connect(urls, ResumeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(app.node_id().await, "resume-1");
+    app.join_room("stream").await.unwrap();
+
+    const N: u64 = 1500;
+    let pump = tokio::spawn(async move {
+        for i in 0..N {
+            publisher
+                .room_message("stream", json!({ "i": i }))
+                .await
+                .unwrap();
+            if i % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        publisher.ping().await.unwrap();
+    });
+
+    let mut seen: Vec<u64> = Vec::new();
+    let mut recovered = 0;
+    let mut n1 = Some(n1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while (seen.len() as u64) < N {
+        let event = tokio::time::timeout_at(deadline, app.next_event())
+            .await
+            .expect("all publications within a minute")
+            .expect("event stream ended");
+        match event {
+            Event::Message(m) if m.message_type == "room_message" => {
+                seen.push(m.data["content"]["i"].as_u64().unwrap());
+                if seen.len() == 300
+                    && let Some(node) = n1.take()
+                {
+                    signal(&node, "-KILL");
+                    drop(node);
+                }
+            }
+            Event::Message(m) if m.message_type == "room_joined" => {
+                assert_eq!(m.data["recovered"], true, "{m:?}");
+                recovered += 1;
+            }
+            Event::Message(_) => {}
+            Event::Closed(c) => panic!("gave up: {c:?}"),
+        }
+    }
+    pump.await.unwrap();
+    assert_eq!(
+        seen,
+        (0..N).collect::<Vec<u64>>(),
+        "every publication exactly once, in order"
+    );
+    assert_eq!(recovered, 1, "one reconnect, recovered");
+    assert_eq!(app.node_id().await, "resume-2");
+}
