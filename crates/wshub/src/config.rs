@@ -574,13 +574,6 @@ impl Config {
             "must be longer than cluster.heartbeat_interval (which must be more than 0)",
         );
         check(
-            self.rooms.history.size == 0
-                || !self.cluster.enabled
-                || !matches!(self.cluster.bus_type, BusType::Nats),
-            "rooms.history.size",
-            "history on a NATS cluster (JetStream) is not available in this build yet; use cluster.bus_type redis (Redis Streams) or a single node",
-        );
-        check(
             !self.cluster.nats.urls.is_empty(),
             "cluster.nats.urls",
             "must list at least one server",

@@ -167,10 +167,12 @@ impl Node {
                     config.rooms.idempotency_window,
                 ))
             };
-            let store: Arc<dyn crate::history::HistoryStore> =
+            let store: Option<Arc<dyn crate::history::HistoryStore>> =
                 match (config.cluster.enabled, config.cluster.bus_type) {
+                    // JetStream: set up with the NATS connection, below.
+                    (true, BusType::Nats) => None,
                     // Shared by every node, survives node restarts.
-                    (true, BusType::Redis) => Arc::new(
+                    (true, BusType::Redis) => Some(Arc::new(
                         crate::history::RedisHistory::connect(
                             &config.cluster.redis,
                             history_cfg.size,
@@ -179,15 +181,17 @@ impl Node {
                         )
                         .await
                         .map_err(|e| BusError::Other(e.to_string()))?,
-                    ),
+                    )),
                     // The in-process cluster's shared memory history.
-                    (true, _) => match &local_broker {
+                    (true, _) => Some(match &local_broker {
                         Some(broker) => broker.history.get_or_init(memory).clone(),
                         None => memory(),
-                    },
-                    (false, _) => memory(),
+                    }),
+                    (false, _) => Some(memory()),
                 };
-            let _ = self.history.set(store);
+            if let Some(store) = store {
+                let _ = self.history.set(store);
+            }
         }
         if !config.cluster.enabled {
             let _ = self
@@ -216,6 +220,17 @@ impl Node {
                         &config.cluster.nats,
                         config.cluster.node_ttl,
                     );
+                    if config.rooms.history.size > 0 {
+                        let _ = self
+                            .history
+                            .set(Arc::new(crate::history::JetStreamHistory::new(
+                                bus.client(),
+                                &config.cluster.nats,
+                                config.rooms.history.size,
+                                config.rooms.history.ttl,
+                                config.rooms.idempotency_window,
+                            )));
+                    }
                     (Arc::new(bus), subjects, Arc::new(state))
                 }
                 BusType::Redis => {

@@ -284,18 +284,11 @@ async fn node_failure_and_partition_over_redis() {
 }
 
 /// The node a resuming client is on dies (`kill -9`) while a publisher on another node keeps
-/// publishing: the client reconnects to the survivor, recovers from the shared (Redis Streams)
-/// history, and the application sees every publication exactly once, in order.
-#[tokio::test]
-async fn resuming_client_survives_its_node_being_killed() {
+/// publishing: the client reconnects to the survivor, recovers from the shared history
+/// (Redis Streams or JetStream), and the application sees every publication exactly once, in
+/// order.
+async fn resuming_client_survives_its_node_being_killed(yaml: impl Fn(&str) -> String) {
     use wshub_client::{Event, ResumeOptions, ResumingClient};
-    let redis = Broker::redis();
-    let url = redis.url();
-    let yaml = |node: &str| {
-        format!(
-            "rooms:\n  history:\n    size: 100000\ncluster:\n  enabled: true\n  bus_type: redis\n  node_id: {node}\n  heartbeat_interval: 200ms\n  node_ttl: 1s\n  redis:\n    addrs: [\"{url}\"]\n"
-        )
-    };
     let n1 = spawn(&yaml("resume-1"));
     let n2 = spawn(&yaml("resume-2"));
     wait_bus_connected(n1.port).await;
@@ -364,4 +357,24 @@ async fn resuming_client_survives_its_node_being_killed() {
     );
     assert_eq!(recovered, 1, "one reconnect, recovered");
     assert_eq!(app.node_id().await, "resume-2");
+}
+
+#[tokio::test]
+async fn resuming_client_survives_its_node_being_killed_redis() {
+    let redis = Broker::redis();
+    let url = redis.url();
+    resuming_client_survives_its_node_being_killed(|node| {
+        format!("rooms:\n  history:\n    size: 100000\ncluster:\n  enabled: true\n  bus_type: redis\n  node_id: {node}\n  heartbeat_interval: 200ms\n  node_ttl: 1s\n  redis:\n    addrs: [\"{url}\"]\n")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn resuming_client_survives_its_node_being_killed_jetstream() {
+    let nats = Broker::nats();
+    let url = nats.url();
+    resuming_client_survives_its_node_being_killed(|node| {
+        format!("rooms:\n  history:\n    size: 100000\ncluster:\n  enabled: true\n  bus_type: nats\n  node_id: {node}\n  heartbeat_interval: 200ms\n  node_ttl: 1s\n  nats:\n    urls: [\"{url}\"]\n")
+    })
+    .await;
 }

@@ -8,12 +8,14 @@
 //! changes the epoch) and [`RedisHistory`] (Redis Streams, shared by every node; survives node
 //! restarts).
 
+mod jetstream;
 mod memory;
 mod redis;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
+pub use jetstream::JetStreamHistory;
 pub use memory::MemoryHistory;
 pub use redis::RedisHistory;
 
