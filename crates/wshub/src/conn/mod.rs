@@ -110,13 +110,13 @@ async fn run(
                 tx.clone(),
                 control.clone(),
             );
-            match authenticate_first(&node, &pending, &mut reader, &mut rd).await {
+            match Box::pin(authenticate_first(&node, &pending, &mut reader, &mut rd)).await {
                 Some((identity, correlation)) => {
                     tracing::Span::current().record("client_id", identity.client_id.as_str());
                     (identity, Some(correlation))
                 }
                 None => {
-                    finish(&node, &control, writer, &mut reader, &mut rd).await;
+                    Box::pin(finish(&node, &control, writer, &mut reader, &mut rd)).await;
                     return;
                 }
             }
@@ -132,7 +132,7 @@ async fn run(
     if let Some(correlation) = auth_reply {
         reply_authenticated(&node, &conn, correlation);
     }
-    connect(&node, &conn).await;
+    Box::pin(connect(&node, &conn)).await;
 
     loop {
         match read_loop(&node, &conn, &mut reader, &mut rd).await {
@@ -147,14 +147,14 @@ async fn run(
                 conn = Arc::new(conn.reidentified(node.next_conn_id(), identity));
                 tracing::Span::current().record("client_id", conn.client_id.as_str());
                 reply_authenticated(&node, &conn, correlation);
-                connect(&node, &conn).await;
+                Box::pin(connect(&node, &conn)).await;
             }
         }
     }
 
     let (code, reason) = control.close_reason().unwrap_or((close::NORMAL, ""));
     disconnect(&node, &conn, code, reason);
-    finish(&node, &control, writer, &mut reader, &mut rd).await;
+    Box::pin(finish(&node, &control, writer, &mut reader, &mut rd)).await;
 }
 
 /// Queues `connected`, registers the client (here and cluster-wide), fires `on_connect`.
@@ -347,8 +347,10 @@ async fn read_loop(
                 last_seen = Instant::now();
                 match next {
                     Ok(Incoming::Text(msg) | Incoming::Binary(msg)) => {
+                        // Boxed: the handler futures are large, and an idle connection should not
+                        // carry their space in its task (allocated only while a message is handled).
                         if let Dispatched::Reidentify { identity, correlation } =
-                            dispatch::dispatch(node, conn, &msg).await
+                            Box::pin(dispatch::dispatch(node, conn, &msg)).await
                         {
                             return Ended::Reidentify { identity, correlation };
                         }

@@ -1,0 +1,429 @@
+//! `wshub-bench`: a load generator for side-by-side runs of wshub and its peers.
+//!
+//! Scenarios (each prints one `RESULT {json}` line on stdout, progress on stderr):
+//!
+//! ```text
+//! wshub-bench idle   --target wshub|bare --server 127.0.0.1:8080 --n 10000 --pid <server pid>
+//! wshub-bench fanout --target wshub|bare --server ... --n 1000 --messages 200 --window 10
+//! wshub-bench echo   --target wshub|bare --server ... --clients 50 --round-trips 200
+//! ```
+//!
+//! `wshub` speaks the wshub protocol (`/ws`, rooms, `room_message`, `ping`); `bare` speaks the
+//! reference servers of `shared/bench-peers` (echo every frame; a frame starting with `B:` goes
+//! to every client). Every loop is bounded by counts and by `--timeout`, and only loopback
+//! addresses are accepted: this tool never loads anything but the local machine.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[derive(Parser)]
+#[command(
+    name = "wshub-bench",
+    about = "Loopback load generator for wshub and peers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Target {
+    /// wshub: rooms, JSON envelopes.
+    Wshub,
+    /// The bare reference servers: echo, `B:` broadcast.
+    Bare,
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    #[arg(long, value_enum, default_value = "wshub")]
+    target: Target,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    server: SocketAddr,
+    /// Parallel connection attempts.
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// Hard wall-clock limit, seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Open N connections (each joined to one room on wshub), hold them, report the server's
+    /// RSS growth per connection.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        /// The server's pid, to read its VmRSS.
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, default_value_t = 3)]
+        settle_secs: u64,
+    },
+    /// N receivers in one room, one publisher, closed loop with at most `window` publications
+    /// not yet delivered to everyone.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        #[arg(long, default_value_t = 100)]
+        messages: u64,
+        #[arg(long, default_value_t = 8)]
+        window: u64,
+        /// Bytes of padding in each publication.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// Clients doing request/response round trips one at a time.
+    Echo {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        #[arg(long, default_value_t = 200)]
+        round_trips: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let common = match &cli.scenario {
+        Scenario::Idle { common, .. }
+        | Scenario::Fanout { common, .. }
+        | Scenario::Echo { common, .. } => common.clone(),
+    };
+    if !common.server.ip().is_loopback() {
+        bail!("--server must be a loopback address: this tool only loads the local machine");
+    }
+    let limit = Duration::from_secs(common.timeout);
+    let result = runtime.block_on(async move {
+        tokio::time::timeout(limit, async move {
+            match cli.scenario {
+                Scenario::Idle {
+                    common,
+                    n,
+                    pid,
+                    settle_secs,
+                } => idle(&common, n, pid, settle_secs).await,
+                Scenario::Fanout {
+                    common,
+                    n,
+                    messages,
+                    window,
+                    size,
+                } => fanout(&common, n, messages, window, size).await,
+                Scenario::Echo {
+                    common,
+                    clients,
+                    round_trips,
+                } => echo(&common, clients, round_trips).await,
+            }
+        })
+        .await
+        .context("scenario exceeded --timeout")?
+    })?;
+    println!("RESULT {result}");
+    Ok(())
+}
+
+fn url(common: &Common, id: &str) -> String {
+    match common.target {
+        Target::Wshub => format!("ws://{}/ws?client_id={id}", common.server),
+        Target::Bare => format!("ws://{}/", common.server),
+    }
+}
+
+async fn connect(common: &Common, id: &str) -> anyhow::Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url(common, id)).await?;
+    if common.target == Target::Wshub {
+        // `connected` first.
+        while let Some(msg) = ws.next().await {
+            if let Message::Text(_) = msg? {
+                break;
+            }
+        }
+    }
+    Ok(ws)
+}
+
+/// Sends a wshub request and waits for its reply (ignoring anything else).
+async fn request(
+    ws: &mut Ws,
+    message_type: &str,
+    data: serde_json::Value,
+    id: i64,
+) -> anyhow::Result<serde_json::Value> {
+    let env = json!({"message_type": message_type, "data": data, "request_id": id});
+    ws.send(Message::text(env.to_string())).await?;
+    while let Some(msg) = ws.next().await {
+        if let Message::Text(t) = msg? {
+            let v: serde_json::Value = serde_json::from_str(&t)?;
+            if v["request_id"] == id {
+                if v["message_type"] == "error" {
+                    bail!("server error: {}", v["data"]);
+                }
+                return Ok(v);
+            }
+        }
+    }
+    bail!("connection closed")
+}
+
+async fn connect_many(
+    common: &Common,
+    n: usize,
+    prefix: &str,
+    room: Option<&str>,
+) -> anyhow::Result<Vec<Ws>> {
+    let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let results: Vec<anyhow::Result<Ws>> = futures_util::stream::iter(0..n)
+        .map(|i| {
+            let done = done.clone();
+            let common = common.clone();
+            let room = room.map(str::to_owned);
+            let id = format!("{prefix}{i}");
+            async move {
+                let mut ws = connect(&common, &id).await?;
+                if let (Target::Wshub, Some(room)) = (common.target, room) {
+                    request(&mut ws, "join_room", json!({ "room_id": room }), 1).await?;
+                }
+                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if d.is_multiple_of(1000) {
+                    eprintln!("  connected {d}/{n}");
+                }
+                Ok(ws)
+            }
+        })
+        .buffer_unordered(common.concurrency.max(1))
+        .collect()
+        .await;
+    let ws: Vec<Ws> = results.into_iter().collect::<anyhow::Result<_>>()?;
+    eprintln!("connected {n} in {:.2}s", started.elapsed().as_secs_f64());
+    Ok(ws)
+}
+
+fn rss_kb(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")
+}
+
+async fn idle(
+    common: &Common,
+    n: usize,
+    pid: u32,
+    settle: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let before = rss_kb(pid)?;
+    let conns = connect_many(common, n, "idle", Some("idle")).await?;
+    tokio::time::sleep(Duration::from_secs(settle)).await;
+    let after = rss_kb(pid)?;
+    let per_conn = (after.saturating_sub(before)) as f64 * 1024.0 / n as f64;
+    drop(conns);
+    Ok(
+        json!({"scenario": "idle", "target": format!("{:?}", common.target).to_lowercase(), "n": n,
+        "rss_before_kb": before, "rss_after_kb": after, "bytes_per_conn": per_conn.round()}),
+    )
+}
+
+fn payload(target: Target, seq: u64, size: usize) -> String {
+    let sent = now_micros();
+    let pad = "x".repeat(size);
+    match target {
+        Target::Wshub => json!({"message_type": "room_message",
+            "data": {"room_id": "fan", "content": {"s": seq, "t": sent, "p": pad}}})
+        .to_string(),
+        Target::Bare => format!("B:{seq}:{sent}:{pad}"),
+    }
+}
+
+/// (seq, sent micros) of a received publication, or None for anything else.
+fn parse_publication(target: Target, text: &str) -> Option<(u64, u64)> {
+    match target {
+        Target::Wshub => {
+            let v: serde_json::Value = serde_json::from_str(text).ok()?;
+            if v["message_type"] != "room_message" {
+                return None;
+            }
+            let c = &v["data"]["content"];
+            Some((c["s"].as_u64()?, c["t"].as_u64()?))
+        }
+        Target::Bare => {
+            let rest = text.strip_prefix("B:")?;
+            let mut parts = rest.splitn(3, ':');
+            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        }
+    }
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+async fn fanout(
+    common: &Common,
+    n: usize,
+    messages: u64,
+    window: u64,
+    size: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let receivers = connect_many(common, n, "rx", Some("fan")).await?;
+    let mut publisher = connect(common, "publisher").await?;
+    if common.target == Target::Wshub {
+        request(&mut publisher, "join_room", json!({"room_id": "fan"}), 1).await?;
+    }
+    // Per sequence number: how many receivers have it. The publisher waits on the oldest.
+    let delivered: Arc<Vec<AtomicU64>> =
+        Arc::new((0..messages).map(|_| AtomicU64::new(0)).collect());
+    let lost_or_dup = Arc::new(AtomicU64::new(0));
+    let hist = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let target = common.target;
+    let mut tasks = Vec::with_capacity(n);
+    for ws in receivers {
+        let delivered = delivered.clone();
+        let bad = lost_or_dup.clone();
+        let hist = hist.clone();
+        tasks.push(tokio::spawn(async move {
+            let (_sink, mut stream): (SplitSink<Ws, Message>, SplitStream<Ws>) = ws.split();
+            let mut next = 0u64;
+            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
+            while next < messages {
+                let Some(Ok(msg)) = stream.next().await else {
+                    break;
+                };
+                let Message::Text(t) = msg else { continue };
+                // The bare peers echo the publisher only; receivers see every `B:` frame.
+                let Some((seq, sent)) = parse_publication(target, &t) else {
+                    continue;
+                };
+                if seq != next {
+                    // Out of order, lost or doubled: a correctness failure, counted.
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+                next = seq + 1;
+                if let Some(h) = delivered.get(seq as usize) {
+                    h.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(l) = local.as_mut() {
+                    let _ = l.record(now_micros().saturating_sub(sent).max(1));
+                }
+            }
+            if let (Some(l), Ok(mut h)) = (local, hist.lock()) {
+                let _ = h.add(l);
+            }
+            next
+        }));
+    }
+    let (mut sink, mut own) = publisher.split();
+    // Drain whatever comes back to the publisher (echo, acks) so its socket never stalls.
+    let drain = tokio::spawn(async move { while own.next().await.is_some() {} });
+    let started = Instant::now();
+    for seq in 0..messages {
+        // Closed loop: at most `window` publications in flight.
+        if seq >= window {
+            let wait_for = (seq - window) as usize;
+            while delivered[wait_for].load(Ordering::Relaxed) < n as u64 {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+        sink.send(Message::text(payload(target, seq, size))).await?;
+    }
+    let mut total = 0u64;
+    for t in tasks {
+        total += t.await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    drain.abort();
+    let h = hist.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let expected = n as u64 * messages;
+    Ok(
+        json!({"scenario": "fanout", "target": format!("{:?}", target).to_lowercase(), "n": n,
+        "messages": messages, "window": window, "delivered": total, "expected": expected,
+        "lost": expected.saturating_sub(total), "out_of_order_or_duplicate": lost_or_dup.load(Ordering::Relaxed),
+        "elapsed_s": elapsed, "delivered_per_s": (total as f64 / elapsed).round(),
+        "p50_us": h.value_at_quantile(0.5), "p99_us": h.value_at_quantile(0.99), "max_us": h.max()}),
+    )
+}
+
+async fn echo(
+    common: &Common,
+    clients: usize,
+    round_trips: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let conns = connect_many(common, clients, "echo", None).await?;
+    let target = common.target;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (c, mut ws) in conns.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            for i in 0..round_trips {
+                let t0 = Instant::now();
+                match target {
+                    Target::Wshub => {
+                        request(&mut ws, "ping", json!({"ts": 0}), (i + 1) as i64).await?;
+                    }
+                    Target::Bare => {
+                        let text = format!("e{c}:{i}");
+                        ws.send(Message::text(text.clone())).await?;
+                        loop {
+                            let Some(msg) = ws.next().await else {
+                                bail!("closed")
+                            };
+                            if let Message::Text(t) = msg?
+                                && t.as_str() == text
+                            {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = h.record(t0.elapsed().as_micros().max(1) as u64);
+            }
+            anyhow::Ok(h)
+        }));
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for t in tasks {
+        all.add(t.await??)?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let total = (clients * round_trips) as f64;
+    Ok(
+        json!({"scenario": "echo", "target": format!("{:?}", target).to_lowercase(), "clients": clients,
+        "round_trips": total, "round_trips_per_s": (total / elapsed).round(),
+        "p50_us": all.value_at_quantile(0.5), "p99_us": all.value_at_quantile(0.99), "p999_us": all.value_at_quantile(0.999)}),
+    )
+}
