@@ -279,6 +279,7 @@ impl Server {
         node.start_cluster(&config, self.local_broker)
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
+        crate::conn::sweeper::start(&node);
         let accept = tokio::spawn(crate::http::accept_loop(node.clone(), listener));
         tracing::info!(addr = %local_addr, node_id = %node.hub.node_id(), "wshub listening");
         Ok(RunningServer {

@@ -7,14 +7,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wshub_protocol::close;
 
+use super::queue::{OutQueue, PushError};
 use crate::auth::{Identity, Permissions};
 use crate::ids::{ClientId, RoomId};
 
@@ -78,7 +78,7 @@ pub(crate) struct ConnHandle {
     pub(crate) conn_id: u64,
     pub(crate) client_id: ClientId,
     pub(crate) remote: SocketAddr,
-    tx: mpsc::Sender<Bytes>,
+    queue: Arc<OutQueue>,
     pub(crate) control: Arc<ConnControl>,
     auth: RwLock<AuthState>,
     /// Rooms this connection is in, for cleanup on disconnect. Locked briefly, never across
@@ -88,6 +88,21 @@ pub(crate) struct ConnHandle {
     /// until the missed ones have been queued, so nothing is lost or doubled between the two.
     recovering: Mutex<HashMap<String, Recovering>>,
     any_recovering: AtomicBool,
+    /// Milliseconds (node clock, see [`now_ms`]) of the last inbound frame, the last ping
+    /// sent, and the token `exp` already warned about: read by the node's sweeper, which
+    /// keeps these timers for every connection instead of each connection owning timers.
+    pub(crate) last_seen_ms: AtomicU64,
+    pub(crate) last_ping_ms: AtomicU64,
+    pub(crate) expiry_warned: AtomicU64,
+}
+
+/// Milliseconds since an arbitrary process-wide start (monotonic).
+pub(crate) fn now_ms() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 #[derive(Default)]
@@ -103,14 +118,14 @@ impl ConnHandle {
         conn_id: u64,
         identity: Identity,
         remote: SocketAddr,
-        tx: mpsc::Sender<Bytes>,
+        queue: Arc<OutQueue>,
         control: Arc<ConnControl>,
     ) -> Self {
         ConnHandle {
             conn_id,
             client_id: identity.client_id,
             remote,
-            tx,
+            queue,
             control,
             auth: RwLock::new(AuthState {
                 permissions: identity.permissions,
@@ -121,6 +136,9 @@ impl ConnHandle {
             rooms: Mutex::new(Vec::new()),
             recovering: Mutex::new(HashMap::new()),
             any_recovering: AtomicBool::new(false),
+            last_seen_ms: AtomicU64::new(now_ms()),
+            last_ping_ms: AtomicU64::new(now_ms()),
+            expiry_warned: AtomicU64::new(0),
         }
     }
 
@@ -131,7 +149,7 @@ impl ConnHandle {
             conn_id,
             identity,
             self.remote,
-            self.tx.clone(),
+            self.queue.clone(),
             self.control.clone(),
         )
     }
@@ -141,14 +159,14 @@ impl ConnHandle {
         if self.control.is_closing() {
             return SendOutcome::Closed;
         }
-        match self.tx.try_send(frame) {
+        match self.queue.try_push(frame) {
             Ok(()) => SendOutcome::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 tracing::warn!(client_id = %self.client_id, "slow consumer: outbound queue full, disconnecting");
                 self.close(close::POLICY, close::reason::SLOW_CONSUMER);
                 SendOutcome::SlowConsumer
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Closed,
+            Err(PushError::Closed) => SendOutcome::Closed,
         }
     }
 
@@ -244,7 +262,7 @@ impl ConnHandle {
     /// slow consumer) if a frame can't be queued within `limit`.
     async fn send_waiting(&self, frames: Vec<Bytes>, limit: std::time::Duration) -> bool {
         for frame in frames {
-            match tokio::time::timeout(limit, self.tx.send(frame)).await {
+            match tokio::time::timeout(limit, self.queue.push(frame)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return false,
                 Err(_) => {
@@ -328,13 +346,19 @@ impl ConnHandle {
 mod tests {
     use super::*;
 
-    fn handle(cap: usize) -> (ConnHandle, mpsc::Receiver<Bytes>) {
-        let (tx, rx) = mpsc::channel(cap);
+    fn handle(cap: usize) -> (ConnHandle, Arc<OutQueue>) {
+        let queue = Arc::new(OutQueue::new(cap));
         let identity = Identity::anonymous(ClientId::from("c"), Permissions::all());
         let addr = "127.0.0.1:1".parse().unwrap();
         (
-            ConnHandle::new(1, identity, addr, tx, Arc::new(ConnControl::new())),
-            rx,
+            ConnHandle::new(
+                1,
+                identity,
+                addr,
+                queue.clone(),
+                Arc::new(ConnControl::new()),
+            ),
+            queue,
         )
     }
 
@@ -342,12 +366,11 @@ mod tests {
         Bytes::copy_from_slice(s.as_bytes())
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Ok(f) = rx.try_recv() {
-            out.push(String::from_utf8(f.to_vec()).unwrap());
-        }
-        out
+    fn drain(rx: &mut Arc<OutQueue>) -> Vec<String> {
+        rx.drain()
+            .into_iter()
+            .map(|f| String::from_utf8(f.to_vec()).unwrap())
+            .collect()
     }
 
     #[tokio::test]
@@ -373,16 +396,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_replay_longer_than_the_queue_waits_instead_of_tripping_the_slow_consumer_check() {
-        let (conn, mut rx) = handle(4);
+        let (conn, rx) = handle(4);
         conn.begin_recovery("r");
         let replay: Vec<Bytes> = (1..=20).map(|i| frame(&format!("old{i}"))).collect();
         conn.set_replay("r", replay, 20);
         let reader = tokio::spawn(async move {
-            let mut got = Vec::new();
-            while got.len() < 20 {
-                got.push(rx.recv().await.unwrap());
+            let mut got = 0;
+            while got < 20 {
+                let mut batch = Vec::new();
+                assert!(rx.pop_batch(1, usize::MAX, &mut batch).await);
+                got += batch.len();
             }
-            got.len()
+            got
         });
         conn.complete_recoveries(std::time::Duration::from_secs(5))
             .await;

@@ -4,8 +4,9 @@
 //! socket --FrameReader--> read loop --dispatch--> hub --ConnHandle::send--> queue --> writer --> socket
 //! ```
 //!
-//! The read loop reads like mini-redis's `Handler::run`: select over the next frame, the
-//! read deadline, the token expiry and the close signal; decode; hand off. Handlers run
+//! The read loop reads like mini-redis's `Handler::run`: select over the next frame and the
+//! close signal; decode; hand off. (Read deadlines, pings and token expiry are one node-wide
+//! sweeper's job, see [`sweeper`], so a connection owns no timers.) Handlers run
 //! inline, so a client's messages are handled in order. Everything that ends a connection
 //! goes through [`ConnControl::close`], which records the close code once and wakes both
 //! tasks.
@@ -15,17 +16,18 @@
 //! until a valid token arrives within `auth.handshake_timeout`.
 
 mod handle;
+mod queue;
 mod reader;
+pub(crate) mod sweeper;
 mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 use wshub_protocol::messages::{AuthenticateRequest, Authenticated, Connected};
@@ -85,14 +87,13 @@ async fn run(
     let config = node.config();
     let cfg = &config.server.hub;
     let (mut rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::channel(cfg.message_buffer_cap.max(1));
+    let queue = Arc::new(queue::OutQueue::new(cfg.message_buffer_cap.max(1)));
     let control = Arc::new(ConnControl::new());
     let writer = node.tasks.spawn(writer::run(
         wr,
-        rx,
+        queue.clone(),
         control.clone(),
         writer::WriterConfig {
-            ping_interval: cfg.ping_interval,
             write_timeout: cfg.write_timeout,
             max_batch_bytes: cfg.write_buffer_size.max(1024),
         },
@@ -107,7 +108,7 @@ async fn run(
                 0,
                 Identity::anonymous(ClientId::from(""), Permissions::none()),
                 remote,
-                tx.clone(),
+                queue.clone(),
                 control.clone(),
             );
             match Box::pin(authenticate_first(&node, &pending, &mut reader, &mut rd)).await {
@@ -126,7 +127,7 @@ async fn run(
         node.next_conn_id(),
         identity,
         remote,
-        tx,
+        queue,
         control.clone(),
     ));
     if let Some(correlation) = auth_reply {
@@ -313,38 +314,20 @@ enum Ended {
     },
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 async fn read_loop(
     node: &Arc<Node>,
     conn: &Arc<ConnHandle>,
     reader: &mut FrameReader,
     rd: &mut OwnedReadHalf,
 ) -> Ended {
-    let mut last_seen = Instant::now();
-    let mut deadline = last_seen + node.limits.read_timeout();
-    // The `exp` we already sent error 2002 for; a refresh changes `exp` and re-arms.
-    let mut expiry_notified: Option<u64> = None;
+    // No timers here: the node's sweeper (`conn::sweeper`) handles the read timeout, pings and
+    // token expiry for every connection, so an idle connection's task is just this select.
     loop {
-        // Token expiry: at `exp` the client is told (2002), `expiry_grace` later it is closed.
-        let expiry = conn.expires_at().map(|exp| {
-            let at = Instant::now() + Duration::from_secs(exp.saturating_sub(unix_now()));
-            if expiry_notified == Some(exp) {
-                (exp, at + node.config().auth.expiry_grace, true)
-            } else {
-                (exp, at, false)
-            }
-        });
         tokio::select! {
             biased;
             _ = conn.cancelled() => return Ended::Closed,
             next = reader.next(rd, &node.limits.max_message_size) => {
-                last_seen = Instant::now();
+                conn.last_seen_ms.store(handle::now_ms(), std::sync::atomic::Ordering::Relaxed);
                 match next {
                     Ok(Incoming::Text(msg) | Incoming::Binary(msg)) => {
                         // Boxed: the handler futures are large, and an idle connection should not
@@ -374,36 +357,6 @@ async fn read_loop(
                         return Ended::Closed;
                     }
                 }
-            }
-            _ = sleep_until(deadline) => {
-                let read_timeout = node.limits.read_timeout();
-                if last_seen + read_timeout <= Instant::now() {
-                    conn.close(close::IDLE_TIMEOUT, close::reason::IDLE_TIMEOUT);
-                    return Ended::Closed;
-                }
-                deadline = last_seen + read_timeout;
-            }
-            _ = async {
-                match expiry {
-                    Some((_, at, _)) => sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                let Some((exp, _, notified)) = expiry else { continue };
-                if notified {
-                    tracing::info!("token expired and was not refreshed");
-                    conn.close(close::UNAUTHORIZED, "token expired");
-                    return Ended::Closed;
-                }
-                let grace = node.config().auth.expiry_grace;
-                dispatch::send_error(
-                    node,
-                    conn,
-                    &HandlerError::new(ErrorCode::TokenExpired, "token expired: send authenticate {token} with a fresh token")
-                        .with_details(serde_json::json!({ "grace_seconds": grace.as_secs() })),
-                    None,
-                );
-                expiry_notified = Some(exp);
             }
         }
     }

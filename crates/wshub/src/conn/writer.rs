@@ -2,8 +2,8 @@
 //!
 //! It drains the connection's bounded queue and writes whatever is waiting in one vectored
 //! write (up to `write_buffer_size` bytes), so a burst of fan-out costs one syscall instead
-//! of one per frame. It also sends the periodic WebSocket ping, and the close frame when the
-//! connection is closing. A write that takes longer than `write_timeout` ends the connection.
+//! of one per frame. It also sends the close frame when the connection is closing. (Pings are
+//! queued like any frame by the node's sweeper.) A write that takes longer than `write_timeout` ends the connection.
 
 use std::io::IoSlice;
 use std::sync::Arc;
@@ -12,67 +12,48 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
+use tokio::time::timeout;
 use wshub_protocol::close;
 
 use super::ConnControl;
+use super::queue::OutQueue;
 use crate::wire;
 
 /// Most frames gathered into one vectored write (Linux accepts 1024 iovecs).
 const MAX_BATCH: usize = 64;
 
 pub(super) struct WriterConfig {
-    pub(super) ping_interval: Duration,
     pub(super) write_timeout: Duration,
     pub(super) max_batch_bytes: usize,
 }
 
 pub(super) async fn run(
     mut wr: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Bytes>,
+    queue: Arc<OutQueue>,
     conn: Arc<ConnControl>,
     cfg: WriterConfig,
 ) {
-    let mut ping = interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut batch: Vec<Bytes> = Vec::new();
     loop {
         tokio::select! {
             biased;
             _ = conn.cancelled() => break,
-            frame = rx.recv() => {
-                let Some(first) = frame else { break };
-                let ok = match rx.try_recv() {
-                    // Common case when idle-ish: one frame, no batch allocation.
-                    Err(_) => write_with_timeout(&mut wr, &first, cfg.write_timeout).await,
-                    Ok(second) => {
-                        let mut batch = Vec::with_capacity(8);
-                        let mut bytes = first.len() + second.len();
-                        batch.push(first);
-                        batch.push(second);
-                        while batch.len() < MAX_BATCH && bytes < cfg.max_batch_bytes {
-                            match rx.try_recv() {
-                                Ok(f) => {
-                                    bytes += f.len();
-                                    batch.push(f);
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        timeout(cfg.write_timeout, write_all_vectored(&mut wr, &mut batch))
-                            .await
-                            .is_ok_and(|r| r.is_ok())
-                    }
+            more = queue.pop_batch(MAX_BATCH, cfg.max_batch_bytes, &mut batch) => {
+                if !more {
+                    break;
+                }
+                let ok = if batch.len() == 1 {
+                    write_with_timeout(&mut wr, &batch[0], cfg.write_timeout).await
+                } else {
+                    timeout(cfg.write_timeout, write_all_vectored(&mut wr, &mut batch))
+                        .await
+                        .is_ok_and(|r| r.is_ok())
                 };
+                // Not kept: an idle connection holds no batch buffer.
+                batch = Vec::new();
                 if !ok {
                     conn.close(close::GOING_AWAY, "write failed");
-                    return;
-                }
-            }
-            _ = ping.tick() => {
-                let frame = wire::control_frame(wire::OP_PING, b"");
-                if !write_with_timeout(&mut wr, &frame, cfg.write_timeout).await {
-                    conn.close(close::GOING_AWAY, "write failed");
+                    queue.close();
                     return;
                 }
             }
@@ -85,11 +66,9 @@ pub(super) async fn run(
         .close_reason()
         .unwrap_or((close::GOING_AWAY, close::reason::SHUTDOWN));
     let _ = timeout(cfg.write_timeout.min(Duration::from_secs(2)), async {
+        queue.close();
         if code != close::POLICY {
-            let mut backlog = Vec::new();
-            while let Ok(frame) = rx.try_recv() {
-                backlog.push(frame);
-            }
+            let mut backlog = queue.drain();
             write_all_vectored(&mut wr, &mut backlog).await?;
         }
         wr.write_all(&wire::close_frame(code, reason)).await?;

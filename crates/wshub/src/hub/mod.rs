@@ -165,6 +165,11 @@ impl Hub {
         self.clients.len()
     }
 
+    /// Every connection on this node (for sweeps: no lock is held while they are used).
+    pub(crate) fn clients_snapshot(&self) -> Vec<Arc<ConnHandle>> {
+        self.clients.iter().map(|c| c.value().clone()).collect()
+    }
+
     pub(crate) fn client_ids(&self) -> Vec<ClientId> {
         let mut ids: Vec<ClientId> = self.clients.iter().map(|c| c.key().clone()).collect();
         ids.sort();

@@ -1,0 +1,186 @@
+//! A connection's bounded outbound queue.
+//!
+//! Instead of a tokio `mpsc` channel, whose first block of slots (about a kilobyte) is
+//! allocated when the channel is made, this is a `VecDeque` that allocates on the first frame
+//! and gives its memory back when a burst has drained, so an idle connection's queue is a few
+//! words. One producer side (anyone: `try_push` never waits), one consumer (the writer).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    Full,
+    Closed,
+}
+
+pub(crate) struct OutQueue {
+    inner: Mutex<Inner>,
+    cap: usize,
+    /// Wakes the writer (a permit is kept if it is not waiting yet).
+    readable: Notify,
+    /// Wakes a producer waiting for room (`push`).
+    writable: Notify,
+}
+
+struct Inner {
+    frames: VecDeque<Bytes>,
+    closed: bool,
+}
+
+/// Capacity kept after a burst drains; beyond it the buffer is given back.
+const KEEP: usize = 8;
+
+impl OutQueue {
+    pub(crate) fn new(cap: usize) -> Self {
+        OutQueue {
+            inner: Mutex::new(Inner {
+                frames: VecDeque::new(),
+                closed: false,
+            }),
+            cap: cap.max(1),
+            readable: Notify::new(),
+            writable: Notify::new(),
+        }
+    }
+
+    /// Queues a frame if there is room; never waits.
+    pub(crate) fn try_push(&self, frame: Bytes) -> Result<(), PushError> {
+        {
+            let mut inner = self.inner.lock().map_err(|_| PushError::Closed)?;
+            if inner.closed {
+                return Err(PushError::Closed);
+            }
+            if inner.frames.len() >= self.cap {
+                return Err(PushError::Full);
+            }
+            inner.frames.push_back(frame);
+        }
+        self.readable.notify_one();
+        Ok(())
+    }
+
+    /// Queues a frame, waiting for room (used for recovery replays, with a timeout around it).
+    pub(crate) async fn push(&self, frame: Bytes) -> Result<(), PushError> {
+        let mut frame = Some(frame);
+        loop {
+            match frame.take().map(|f| self.try_push_returning(f)) {
+                Some(Ok(())) | None => return Ok(()),
+                Some(Err((PushError::Closed, _))) => return Err(PushError::Closed),
+                Some(Err((PushError::Full, f))) => {
+                    frame = Some(f);
+                    self.writable.notified().await;
+                }
+            }
+        }
+    }
+
+    fn try_push_returning(&self, frame: Bytes) -> Result<(), (PushError, Bytes)> {
+        {
+            let Ok(mut inner) = self.inner.lock() else {
+                return Err((PushError::Closed, frame));
+            };
+            if inner.closed {
+                return Err((PushError::Closed, frame));
+            }
+            if inner.frames.len() >= self.cap {
+                return Err((PushError::Full, frame));
+            }
+            inner.frames.push_back(frame);
+        }
+        self.readable.notify_one();
+        Ok(())
+    }
+
+    /// Waits for frames and moves up to `max_frames` / `max_bytes` of them into `out`.
+    /// False once the queue is closed and empty.
+    pub(crate) async fn pop_batch(
+        &self,
+        max_frames: usize,
+        max_bytes: usize,
+        out: &mut Vec<Bytes>,
+    ) -> bool {
+        loop {
+            {
+                let Ok(mut inner) = self.inner.lock() else {
+                    return false;
+                };
+                if !inner.frames.is_empty() {
+                    let mut bytes = 0;
+                    while out.len() < max_frames && (out.is_empty() || bytes < max_bytes) {
+                        let Some(f) = inner.frames.pop_front() else {
+                            break;
+                        };
+                        bytes += f.len();
+                        out.push(f);
+                    }
+                    if inner.frames.is_empty() && inner.frames.capacity() > KEEP {
+                        inner.frames = VecDeque::new();
+                    }
+                    drop(inner);
+                    self.writable.notify_one();
+                    return true;
+                }
+                if inner.closed {
+                    return false;
+                }
+            }
+            self.readable.notified().await;
+        }
+    }
+
+    /// Everything still queued (the writer flushing before a close frame).
+    pub(crate) fn drain(&self) -> Vec<Bytes> {
+        self.inner
+            .lock()
+            .map(|mut i| i.frames.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    /// No more frames are accepted; a waiting writer or producer wakes up.
+    pub(crate) fn close(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.closed = true;
+        }
+        self.readable.notify_one();
+        self.writable.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bounded_batched_and_shrinks() {
+        let q = OutQueue::new(3);
+        for i in 0..3 {
+            q.try_push(Bytes::from(vec![i; 10])).unwrap();
+        }
+        assert_eq!(q.try_push(Bytes::new()), Err(PushError::Full));
+        let mut out = Vec::new();
+        assert!(q.pop_batch(2, usize::MAX, &mut out).await);
+        assert_eq!(out.len(), 2);
+        out.clear();
+        assert!(q.pop_batch(10, usize::MAX, &mut out).await);
+        assert_eq!(out.len(), 1);
+        // A waiting producer gets in once there is room.
+        let q = std::sync::Arc::new(OutQueue::new(1));
+        q.try_push(Bytes::from_static(b"a")).unwrap();
+        let q2 = q.clone();
+        let pusher = tokio::spawn(async move { q2.push(Bytes::from_static(b"b")).await });
+        let mut out = Vec::new();
+        assert!(q.pop_batch(1, usize::MAX, &mut out).await);
+        pusher.await.unwrap().unwrap();
+        out.clear();
+        assert!(q.pop_batch(1, usize::MAX, &mut out).await);
+        assert_eq!(out, vec![Bytes::from_static(b"b")]);
+        q.close();
+        assert!(!q.pop_batch(1, usize::MAX, &mut out).await || !out.is_empty());
+        assert_eq!(q.try_push(Bytes::new()), Err(PushError::Closed));
+    }
+}
