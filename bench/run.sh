@@ -62,5 +62,6 @@ inv() { python3 -c "print(f'{$2/$1:.2f}')"; }
   echo
   echo "Not yet measured here: Socket.IO (+ Redis adapter), socketioxide, the cluster fan-out over"
   echo "NATS/Redis, churn with JWT, open-loop latency curves and plots (see the performance issue)."
+  cat bench/changes.md
 } > BENCHMARKS.md
 cat BENCHMARKS.md
