@@ -8,43 +8,16 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{Backend, Cluster, wait_connected};
+use common::history::{collect, publish_n};
 use common::{TestServer, WAIT};
 use serde_json::{Value, json};
 use wshub::{Config, Server};
-use wshub_client::{Client, Event};
+use wshub_client::Client;
 
 fn history_config(size: usize) -> Config {
     let mut c = Config::default();
     c.rooms.history.size = size;
     c
-}
-
-/// Publishes `n` messages; returns once the server has handled them (a connection's messages
-/// are handled in order, so the pong comes after them).
-async fn publish_n(publisher: &Client, room: &str, from: u64, n: u64) {
-    for i in from..from + n {
-        publisher
-            .room_message(room, json!({ "i": i }))
-            .await
-            .unwrap();
-    }
-    publisher.ping().await.unwrap();
-}
-
-/// Reads room messages until `n` arrived; returns (content.i, offset) pairs.
-async fn collect(client: &mut Client, n: usize) -> Vec<(u64, u64)> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        match tokio::time::timeout(WAIT, client.next_event()).await {
-            Ok(Some(Event::Message(m))) if m.message_type == "room_message" => out.push((
-                m.data["content"]["i"].as_u64().unwrap(),
-                m.data["offset"].as_u64().unwrap(),
-            )),
-            Ok(Some(Event::Message(_))) => {}
-            other => panic!("stopped after {} messages: {other:?}", out.len()),
-        }
-    }
-    out
 }
 
 #[tokio::test]

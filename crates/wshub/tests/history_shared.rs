@@ -7,10 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{Backend, Cluster, wait_connected};
+use common::history::{collect, join_since, publish_n};
 use common::{TestServer, WAIT};
 use serde_json::json;
 use wshub::Server;
-use wshub_client::{Client, Event};
+use wshub_client::Client;
 
 async fn node(cluster: &Cluster, name: &str, size: usize, ttl: Duration) -> TestServer {
     let mut config = cluster.config(name);
@@ -19,42 +20,6 @@ async fn node(cluster: &Cluster, name: &str, size: usize, ttl: Duration) -> Test
     let server = TestServer::start_with(Server::builder().config(config)).await;
     wait_connected(&[&server]).await;
     server
-}
-
-async fn publish_n(publisher: &Client, room: &str, from: u64, n: u64) {
-    for i in from..from + n {
-        publisher
-            .room_message(room, json!({ "i": i }))
-            .await
-            .unwrap();
-    }
-    publisher.ping().await.unwrap();
-}
-
-async fn collect(client: &mut Client, n: usize) -> Vec<(u64, u64)> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        match tokio::time::timeout(WAIT, client.next_event()).await {
-            Ok(Some(Event::Message(m))) if m.message_type == "room_message" => out.push((
-                m.data["content"]["i"].as_u64().unwrap(),
-                m.data["offset"].as_u64().unwrap(),
-            )),
-            Ok(Some(Event::Message(_))) => {}
-            other => panic!("stopped after {} messages: {other:?}", out.len()),
-        }
-    }
-    out
-}
-
-async fn join_since(client: &Client, room: &str, offset: u64, epoch: &str) -> serde_json::Value {
-    client
-        .request(
-            "join_room",
-            json!({"room_id": room, "since": {"offset": offset, "epoch": epoch}}),
-        )
-        .await
-        .unwrap()
-        .data
 }
 
 async fn recovered_on_another_node_and_after_a_restart(backend: Backend) {

@@ -3,6 +3,7 @@
 
 pub mod brokers;
 pub mod cluster;
+pub mod history;
 
 use std::time::Duration;
 
