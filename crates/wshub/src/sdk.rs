@@ -104,6 +104,9 @@ pub enum SendError {
     SlowConsumer,
     #[error("delivered on this node only: {0}")]
     Bus(crate::bus::BusError),
+    /// The cluster state or the room's history could not be reached: nothing was sent.
+    #[error("not sent: {0}")]
+    Unavailable(String),
     #[error("encoding the message failed: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -114,14 +117,10 @@ impl From<crate::fanout::PublishError> for SendError {
             crate::fanout::PublishError::Hub(HubError::RoomNotFound) => SendError::RoomNotFound,
             crate::fanout::PublishError::Hub(_) => SendError::ClientNotFound,
             crate::fanout::PublishError::Bus(b) => SendError::Bus(b),
-            crate::fanout::PublishError::History(e) => {
-                SendError::Bus(crate::bus::BusError::Other(e.to_string()))
-            }
+            crate::fanout::PublishError::History(e) => SendError::Unavailable(e.to_string()),
+            crate::fanout::PublishError::Store(e) => SendError::Unavailable(e.to_string()),
             crate::fanout::PublishError::Encode(e) => {
-                SendError::Bus(crate::bus::BusError::Other(e))
-            }
-            crate::fanout::PublishError::Store(e) => {
-                SendError::Bus(crate::bus::BusError::Other(e.to_string()))
+                SendError::Unavailable(format!("encoding failed: {e}"))
             }
         }
     }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{OpenApi, ToSchema};
-use wshub_protocol::messages::{RoomMessageOut, SenderContent};
+use wshub_protocol::messages::RoomMessageOut;
 use wshub_protocol::{ErrorCode, MessageType};
 
 use crate::hub::{Delivery, HubError};
@@ -391,15 +391,9 @@ async fn broadcast(
 ) -> Result<Json<Delivered>, ApiError> {
     let sender = node.config().admin.sender_id.clone();
     let content = serde_json::value::to_raw_value(&body.message)?;
-    let frame = node.hub.frame(
-        MessageType::Broadcast.as_str(),
-        &SenderContent {
-            content: &content,
-            sender_id: &sender,
-            timestamp: wshub_protocol::now_millis(),
-        },
-        None,
-    )?;
+    let frame = node
+        .hub
+        .sender_frame(MessageType::Broadcast, &content, &sender)?;
     Ok(Json(node.publish_broadcast(frame, None).await?.into()))
 }
 
@@ -446,15 +440,9 @@ async fn message_client(
 ) -> Result<Json<Delivered>, ApiError> {
     let sender = node.config().admin.sender_id.clone();
     let content = serde_json::value::to_raw_value(&body.message)?;
-    let frame = node.hub.frame(
-        MessageType::DirectMessage.as_str(),
-        &SenderContent {
-            content: &content,
-            sender_id: &sender,
-            timestamp: wshub_protocol::now_millis(),
-        },
-        None,
-    )?;
+    let frame = node
+        .hub
+        .sender_frame(MessageType::DirectMessage, &content, &sender)?;
     node.publish_direct(&id, frame).await?;
     Ok(Json(Delivered {
         delivered: 1,

@@ -123,6 +123,24 @@ impl Hub {
         &self.node_id
     }
 
+    /// The frame of a `direct_message` or `broadcast`: `{content, sender_id, timestamp}`.
+    pub(crate) fn sender_frame(
+        &self,
+        t: MessageType,
+        content: &serde_json::value::RawValue,
+        sender_id: &str,
+    ) -> Result<Bytes, serde_json::Error> {
+        self.frame(
+            t.as_str(),
+            &wshub_protocol::messages::SenderContent {
+                content,
+                sender_id,
+                timestamp: wshub_protocol::now_millis(),
+            },
+            None,
+        )
+    }
+
     /// Encodes and frames one envelope with a fresh node-unique message id.
     pub(crate) fn frame<D: Serialize + ?Sized>(
         &self,

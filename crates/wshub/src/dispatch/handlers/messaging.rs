@@ -8,7 +8,6 @@ use std::sync::Arc;
 use wshub_protocol::MessageType;
 use wshub_protocol::messages::{
     BroadcastRequest, DirectMessageRequest, Published, RoomMessageOut, RoomMessageRequest,
-    SenderContent,
 };
 
 use crate::conn::ConnHandle;
@@ -67,14 +66,10 @@ pub(super) async fn direct_message(
     conn: &ConnHandle,
     req: DirectMessageRequest<'_>,
 ) -> HandlerResult {
-    let frame = node.hub.frame(
-        MessageType::DirectMessage.as_str(),
-        &SenderContent {
-            content: req.content,
-            sender_id: conn.client_id.as_str(),
-            timestamp: wshub_protocol::now_millis(),
-        },
-        None,
+    let frame = node.hub.sender_frame(
+        MessageType::DirectMessage,
+        req.content,
+        conn.client_id.as_str(),
     )?;
     node.publish_direct(&req.target_id, frame).await?;
     Ok(None)
@@ -85,15 +80,9 @@ pub(super) async fn broadcast(
     conn: &ConnHandle,
     req: BroadcastRequest<'_>,
 ) -> HandlerResult {
-    let frame = node.hub.frame(
-        MessageType::Broadcast.as_str(),
-        &SenderContent {
-            content: req.content,
-            sender_id: conn.client_id.as_str(),
-            timestamp: wshub_protocol::now_millis(),
-        },
-        None,
-    )?;
+    let frame =
+        node.hub
+            .sender_frame(MessageType::Broadcast, req.content, conn.client_id.as_str())?;
     node.publish_broadcast(frame, Some(conn)).await?;
     Ok(None)
 }
