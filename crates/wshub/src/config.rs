@@ -34,6 +34,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    pub tracing: TracingConfig,
 }
 
 /// `server.*`
@@ -428,10 +429,39 @@ impl Default for LogConfig {
     }
 }
 
+/// `tracing.*`: OpenTelemetry span export (see `docs/observability.md`). Needs a restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Base URL of an OTLP/HTTP collector (`http://otel-collector:4318`; `/v1/traces` is
+    /// appended unless the URL has a path). Empty = no tracing. Default empty.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans. Default `wshub`.
+    pub service_name: String,
+    /// Fraction of new traces kept, 0.0..=1.0 (a trace continued from another node follows
+    /// that node's decision). Default 0.1.
+    pub sample_ratio: f64,
+    /// How often batched spans are sent. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub export_interval: Duration,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: String::new(),
+            service_name: "wshub".into(),
+            sample_ratio: 0.1,
+            export_interval: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Keys (and key prefixes ending in `.`) whose change needs a restart.
 pub const RESTART_KEYS: &[&str] = &[
     "server.addr",
     "cluster.",
+    "tracing.",
     "log.format",
     "admin.max_body_size",
     "rooms.history.",
@@ -586,6 +616,22 @@ impl Config {
         check(
             !self.cluster.nats.op_timeout.is_zero() && !self.cluster.redis.op_timeout.is_zero(),
             "cluster.*.op_timeout",
+            "must be more than 0",
+        );
+        check(
+            (0.0..=1.0).contains(&self.tracing.sample_ratio),
+            "tracing.sample_ratio",
+            "must be between 0.0 and 1.0",
+        );
+        check(
+            self.tracing.otlp_endpoint.is_empty()
+                || self.tracing.otlp_endpoint.starts_with("http://"),
+            "tracing.otlp_endpoint",
+            "must be an http:// URL of an OTLP/HTTP collector (https is not built in: use a local collector)",
+        );
+        check(
+            !self.tracing.export_interval.is_zero(),
+            "tracing.export_interval",
             "must be more than 0",
         );
         if problems.is_empty() {

@@ -13,9 +13,11 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 use wshub_protocol::{ErrorCode, close};
 
 use crate::bus::{
@@ -110,18 +112,7 @@ pub(crate) struct ClusterLink {
     /// Rooms whose subject this node is subscribed to. Changes are serialized by this lock so
     /// a join racing the last leave can't end unsubscribed.
     rooms: tokio::sync::Mutex<HashSet<String>>,
-    pub(crate) stats: BusStats,
-}
-
-/// Counters behind the `wshub_bus_*` metrics.
-#[derive(Default)]
-pub(crate) struct BusStats {
-    pub(crate) published: AtomicU64,
-    pub(crate) publish_errors: AtomicU64,
-    pub(crate) received: AtomicU64,
-    pub(crate) duplicates: AtomicU64,
-    pub(crate) echoes: AtomicU64,
-    pub(crate) malformed: AtomicU64,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ClusterLink {
@@ -132,6 +123,8 @@ impl ClusterLink {
             boot: self.boot,
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             offset: 0,
+            published_at_us: unix_micros(),
+            traceparent: String::new(),
             target: target.to_owned(),
             extra: extra.to_owned(),
             frame,
@@ -141,11 +134,10 @@ impl ClusterLink {
     async fn send(&self, subject: String, msg: BusMessage, durable: bool) -> Result<(), BusError> {
         let msg_id = durable.then(|| msg.msg_id());
         let result = self.bus.publish(subject, msg.encode(), msg_id).await;
-        let counter = match result {
-            Ok(()) => &self.stats.published,
-            Err(_) => &self.stats.publish_errors,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => self.metrics.bus.published.inc(),
+            Err(_) => self.metrics.bus.publish_errors.inc(),
+        }
         result
     }
 }
@@ -214,7 +206,13 @@ impl Node {
                 }
                 BusType::Nats => {
                     let subjects = Subjects::new(&config.cluster.nats.subject_prefix);
-                    let bus = NatsBus::connect(&config.cluster.nats, &subjects, tx).await?;
+                    let bus = NatsBus::connect(
+                        &config.cluster.nats,
+                        &subjects,
+                        tx,
+                        self.hub.metrics.bus.reconnects.clone(),
+                    )
+                    .await?;
                     let state = NatsStateStore::new(
                         bus.client(),
                         &config.cluster.nats,
@@ -235,7 +233,12 @@ impl Node {
                 }
                 BusType::Redis => {
                     let subjects = Subjects::new(&config.cluster.redis.key_prefix);
-                    let bus = RedisBus::connect(&config.cluster.redis, tx).await?;
+                    let bus = RedisBus::connect(
+                        &config.cluster.redis,
+                        tx,
+                        self.hub.metrics.bus.reconnects.clone(),
+                    )
+                    .await?;
                     let state = RedisStateStore::connect(&config.cluster.redis)
                         .await
                         .map_err(|e| BusError::Other(e.to_string()))?;
@@ -255,7 +258,7 @@ impl Node {
             seq: AtomicU64::new(0),
             dedup: Mutex::new(DedupWindow::default()),
             rooms: tokio::sync::Mutex::new(HashSet::new()),
-            stats: BusStats::default(),
+            metrics: self.hub.metrics.clone(),
         };
         if self.cluster.set(link).is_err() {
             return Err(BusError::Other("cluster already started".into()));
@@ -330,7 +333,8 @@ impl Node {
         frame: Bytes,
         sender: Option<&ConnHandle>,
     ) -> Result<Delivery, PublishError> {
-        self.fan_out_room(room, frame, sender, None).await
+        self.fan_out_room(room, frame, sender, None, Instant::now())
+            .await
     }
 
     /// A publication to a room: stored in the room's history first when it keeps one (which
@@ -345,9 +349,12 @@ impl Node {
         sender: Option<&ConnHandle>,
         idempotency_key: Option<&str>,
     ) -> Result<Published, PublishError> {
+        let accepted = Instant::now();
         let Some(history) = self.history_for_rooms() else {
             let frame = self.hub.frame(message_type, data, None)?;
-            let delivery = self.fan_out_room(room, frame, sender, None).await?;
+            let delivery = self
+                .fan_out_room(room, frame, sender, None, accepted)
+                .await?;
             return Ok(Published {
                 delivery,
                 position: None,
@@ -356,7 +363,13 @@ impl Node {
         let data = Bytes::from(serde_json::to_vec(data)?);
         let appended = history
             .append(room, idempotency_key, message_type, data.clone())
-            .await?;
+            .await;
+        self.hub.metrics.history(
+            crate::metrics::HistoryOp::Append,
+            accepted.elapsed(),
+            appended.is_ok(),
+        );
+        let appended = appended?;
         if appended.duplicate {
             // A retry: not delivered again, acknowledged with the first one's position.
             return Ok(Published {
@@ -366,7 +379,13 @@ impl Node {
         }
         let frame = self.history_frame(message_type, &data, &appended.position)?;
         let delivery = self
-            .fan_out_room(room, frame, sender, Some(appended.position.offset))
+            .fan_out_room(
+                room,
+                frame,
+                sender,
+                Some(appended.position.offset),
+                accepted,
+            )
             .await?;
         Ok(Published {
             delivery,
@@ -392,9 +411,10 @@ impl Node {
         frame: Bytes,
         sender: Option<&ConnHandle>,
         offset: Option<u64>,
+        accepted: Instant,
     ) -> Result<Delivery, PublishError> {
         let exclude = sender.map_or(Exclude::Nobody, |c| Exclude::Conn(c.conn_id));
-        let local = self.hub.publish_room(room, &frame, exclude, offset);
+        let local = self.deliver_room(room, &frame, exclude, offset, Some(accepted.elapsed()));
         let Some(link) = self.cluster.get() else {
             return Ok(local?);
         };
@@ -402,10 +422,39 @@ impl Node {
         // error (the shared room registry decides existence).
         let local = local.unwrap_or_default();
         let sender_id = sender.map_or("", |c| c.client_id.as_str());
+        let span = tracing::debug_span!("bus.publish", room_id = room, bus = link.bus.kind());
         let mut msg = link.message(Kind::Room, room, sender_id, frame);
         msg.offset = offset.unwrap_or(0);
-        link.send(link.subjects.room(room), msg, true).await?;
+        msg.published_at_us = msg
+            .published_at_us
+            .saturating_sub(accepted.elapsed().as_micros() as u64);
+        msg.traceparent = crate::telemetry::traceparent(&span);
+        link.send(link.subjects.room(room), msg, true)
+            .instrument(span)
+            .await?;
         Ok(local)
+    }
+
+    /// Local fan-out of a room frame, counted and traced (`deliver` span).
+    fn deliver_room(
+        &self,
+        room: &str,
+        frame: &Bytes,
+        exclude: Exclude<'_>,
+        offset: Option<u64>,
+        since_accepted: Option<Duration>,
+    ) -> Result<Delivery, HubError> {
+        let span = tracing::debug_span!(
+            "deliver",
+            room_id = room,
+            node_id = %self.hub.node_id(),
+            recipients = tracing::field::Empty
+        );
+        let _entered = span.enter();
+        let delivery = self.hub.publish_room(room, frame, exclude, offset)?;
+        span.record("recipients", delivery.queued);
+        self.hub.metrics.fanned_out(delivery.queued, since_accepted);
+        Ok(delivery)
     }
 
     /// To every client on every node but the sender.
@@ -416,6 +465,7 @@ impl Node {
     ) -> Result<Delivery, PublishError> {
         let exclude = sender.map_or(Exclude::Nobody, |c| Exclude::Conn(c.conn_id));
         let local = self.hub.broadcast(&frame, exclude);
+        self.hub.metrics.fanned_out(local.queued, None);
         if let Some(link) = self.cluster.get() {
             let sender_id = sender.map_or("", |c| c.client_id.as_str());
             let msg = link.message(Kind::Broadcast, "", sender_id, frame);
@@ -497,7 +547,7 @@ impl Node {
         notice: Bytes,
     ) -> Result<(), HubError> {
         self.hub.leave(room, conn)?;
-        conn.send(notice);
+        self.hub.send_to(conn, notice);
         self.hooks
             .leave(&Client::new(self.clone(), conn.clone()), room);
         let node = self.clone();
@@ -568,15 +618,15 @@ impl Node {
         let Some(link) = self.cluster.get() else {
             return;
         };
-        link.stats.received.fetch_add(1, Ordering::Relaxed);
+        link.metrics.bus.received.inc();
         let Some(msg) = BusMessage::decode(inbound.payload) else {
-            link.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            link.metrics.bus.malformed.inc();
             tracing::warn!(subject = %inbound.subject, "undecodable bus message dropped");
             return;
         };
         // Our own publication echoed back: delivered locally already.
         if msg.origin == link.origin && msg.boot == link.boot {
-            link.stats.echoes.fetch_add(1, Ordering::Relaxed);
+            link.metrics.bus.echoes.inc();
             return;
         }
         let fresh = link
@@ -585,22 +635,35 @@ impl Node {
             .map(|mut d| d.first_time(&msg.origin, msg.boot, msg.seq))
             .unwrap_or(true);
         if !fresh {
-            link.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            link.metrics.bus.duplicates.inc();
             tracing::debug!(origin = %msg.origin, seq = msg.seq, "duplicate bus message dropped");
             return;
         }
+        // Unknown for messages from nodes of the first bus format.
+        let since_published = (msg.published_at_us > 0)
+            .then(|| Duration::from_micros(unix_micros().saturating_sub(msg.published_at_us)));
         match msg.kind {
             Kind::Room => {
+                let span = tracing::debug_span!(
+                    "bus.receive",
+                    room_id = %msg.target,
+                    origin = %msg.origin,
+                    node_id = %self.hub.node_id()
+                );
+                crate::telemetry::set_remote_parent(&span, &msg.traceparent);
+                let _entered = span.enter();
                 let offset = (msg.offset > 0).then_some(msg.offset);
-                let _ = self.hub.publish_room(
+                let _ = self.deliver_room(
                     &msg.target,
                     &msg.frame,
                     Exclude::Client(&msg.extra),
                     offset,
+                    since_published,
                 );
             }
             Kind::Broadcast => {
-                self.hub.broadcast(&msg.frame, Exclude::Client(&msg.extra));
+                let d = self.hub.broadcast(&msg.frame, Exclude::Client(&msg.extra));
+                self.hub.metrics.fanned_out(d.queued, since_published);
             }
             Kind::Direct => {
                 let _ = self.hub.send_to_client(&msg.target, msg.frame);
@@ -632,6 +695,13 @@ impl Node {
             }
         }
     }
+}
+
+/// Wall-clock microseconds since the Unix epoch (comparable across nodes, unlike `Instant`).
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn rand_u64() -> u64 {

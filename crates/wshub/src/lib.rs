@@ -29,10 +29,12 @@ pub mod history;
 mod http;
 mod hub;
 pub mod ids;
+mod metrics;
 mod node;
 mod reload;
 mod rooms;
 pub mod sdk;
+pub mod telemetry;
 mod wire;
 
 pub use config::Config;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, reload};
@@ -91,12 +92,13 @@ fn serve(file: Option<PathBuf>, addr: Option<String>) -> anyhow::Result<ExitCode
         config.server.addr = addr;
         config.validate()?;
     }
-    let set_level = init_logging(&config);
+    let telemetry = init_telemetry(&config)?;
+    let tracer = telemetry.tracer;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async move {
         let server = Server::builder()
             .config(config.clone())
-            .log_level_reloader(set_level)
+            .log_level_reloader(telemetry.set_level)
             .build()?;
         let listener =
             tokio::net::TcpListener::bind(config.server.socket_addr().map_err(anyhow::Error::msg)?)
@@ -112,27 +114,56 @@ fn serve(file: Option<PathBuf>, addr: Option<String>) -> anyhow::Result<ExitCode
         shutdown_signal().await;
         tracing::info!("shutting down");
         running.shutdown(Duration::from_secs(10)).await;
-        Ok(ExitCode::SUCCESS)
-    })
+        Ok::<_, anyhow::Error>(())
+    })?;
+    if let Some(tracer) = tracer
+        && let Err(e) = tracer.shutdown()
+    {
+        eprintln!("flushing traces failed: {e}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Installs the subscriber; returns the function that changes the level on reload.
-fn init_logging(config: &Config) -> impl Fn(&str) -> Result<(), String> + Send + Sync + 'static {
+/// What [`init_telemetry`] installed.
+struct Telemetry<F> {
+    /// Changes the log level on reload.
+    set_level: F,
+    /// The OTLP exporter, flushed at exit.
+    tracer: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+/// Installs the subscriber: logs (level from `log.level`, reloadable) and, when
+/// `tracing.otlp_endpoint` is set, span export. Each has its own filter, so the log level does
+/// not decide which spans are exported.
+fn init_telemetry(
+    config: &Config,
+) -> anyhow::Result<Telemetry<impl Fn(&str) -> Result<(), String> + Send + Sync + 'static>> {
     // RUST_LOG wins over log.level when set (handy for debugging one module).
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
     let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
-    match config.log.format {
-        LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().flatten_event(true))
-            .init(),
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).init(),
+    let logs = match config.log.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(logs.with_filter(filter));
+    let (spans, tracer) = wshub::telemetry::otlp_layer(&config.tracing)
+        .map_err(anyhow::Error::msg)?
+        .unzip();
+    registry.with(spans).init();
+    if tracer.is_some() {
+        tracing::info!(endpoint = %config.tracing.otlp_endpoint, sample_ratio = config.tracing.sample_ratio, "exporting traces over OTLP");
     }
-    move |level: &str| {
-        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-        handle.reload(filter).map_err(|e| e.to_string())
-    }
+    Ok(Telemetry {
+        set_level: move |level: &str| {
+            let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+            handle.reload(filter).map_err(|e| e.to_string())
+        },
+        tracer,
+    })
 }
 
 async fn shutdown_signal() {

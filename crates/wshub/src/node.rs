@@ -23,7 +23,6 @@ pub(crate) struct Node {
     /// Room history (`rooms.history.size > 0`).
     pub(crate) history: OnceLock<Arc<dyn crate::history::HistoryStore>>,
     pub(crate) started_at_ms: i64,
-    pub(crate) dead_node_cleanups: AtomicU64,
     config: RwLock<Arc<Config>>,
     verifier: RwLock<Arc<Verifier>>,
     pub(crate) custom_handlers: HashMap<String, CustomHandler>,
@@ -38,8 +37,6 @@ pub(crate) struct Node {
     pub(crate) limits: LiveLimits,
     /// Applies a new `log.level` (set by the binary, which owns the subscriber).
     pub(crate) log_level_reloader: Option<LogLevelReloader>,
-    pub(crate) reloads: AtomicU64,
-    pub(crate) reload_failures: AtomicU64,
 }
 
 pub(crate) type LogLevelReloader = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -96,11 +93,8 @@ impl Node {
             state: OnceLock::new(),
             history: OnceLock::new(),
             started_at_ms: crate::cluster::now_ms(),
-            dead_node_cleanups: AtomicU64::new(0),
             limits: LiveLimits::new(&config),
             log_level_reloader: None,
-            reloads: AtomicU64::new(0),
-            reload_failures: AtomicU64::new(0),
             config: RwLock::new(Arc::new(config)),
             verifier: RwLock::new(Arc::new(verifier)),
             custom_handlers,
@@ -152,6 +146,7 @@ impl Node {
         new.server.addr = old.server.addr.clone();
         new.cluster = old.cluster.clone();
         new.log.format = old.log.format;
+        new.tracing = old.tracing.clone();
         new.admin.max_body_size = old.admin.max_body_size;
         new.version = old.version.clone();
         if let (true, Some(reload)) = (
@@ -168,7 +163,7 @@ impl Node {
         if let Ok(mut c) = self.config.write() {
             *c = Arc::new(new);
         }
-        self.reloads.fetch_add(1, Ordering::Relaxed);
+        self.hub.metrics.config_reloads.inc();
         Ok(ReloadReport {
             applied: live,
             needs_restart: restart,

@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
@@ -73,7 +72,7 @@ pub(crate) fn reload_file(node: &Node, path: &Path, why: &str) {
             }
         }
         Err(e) => {
-            node.reload_failures.fetch_add(1, Ordering::Relaxed);
+            node.hub.metrics.config_reload_failures.inc();
             tracing::error!(trigger = why, error = %e, "configuration reload rejected; the running configuration stays");
         }
     }

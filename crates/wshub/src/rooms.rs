@@ -11,7 +11,6 @@
 //! long (paused, partitioned) writes its clients and memberships back.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use wshub_protocol::messages::{Member, RoomInfo};
@@ -380,7 +379,7 @@ impl Node {
                     if !removed.is_empty() {
                         tracing::warn!(node = %dead, members = removed.len(), "node is dead; removed its clients from rooms");
                     }
-                    self.dead_node_cleanups.fetch_add(1, Ordering::Relaxed);
+                    self.hub.metrics.dead_node_cleanups.inc();
                     let presence = self.config().rooms.presence_events;
                     for (room, member) in removed {
                         if presence {

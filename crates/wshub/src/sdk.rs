@@ -474,10 +474,9 @@ impl ServerHandle {
 
     /// Successful and rejected reloads so far.
     pub fn reload_counts(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
         (
-            self.node.reloads.load(Relaxed),
-            self.node.reload_failures.load(Relaxed),
+            self.node.hub.metrics.config_reloads.get(),
+            self.node.hub.metrics.config_reload_failures.get(),
         )
     }
 
@@ -523,7 +522,7 @@ impl Client {
     /// Sends an envelope to this client.
     pub fn send(&self, message_type: &str, data: &impl Serialize) -> Result<(), SendError> {
         let frame = self.node.hub.frame(message_type, data, None)?;
-        match self.conn.send(frame) {
+        match self.node.hub.send_to(&self.conn, frame) {
             SendOutcome::Queued => Ok(()),
             SendOutcome::SlowConsumer => Err(SendError::SlowConsumer),
             SendOutcome::Closed => Err(SendError::ClientNotFound),

@@ -71,6 +71,29 @@ pub(crate) fn close_frame(code: u16, reason: &str) -> Bytes {
     control_frame(OP_CLOSE, &payload)
 }
 
+/// The `message_type` of a frame built by [`envelope_frame`] (for metrics: read once per
+/// fan-out, so the hot path needs no type passed alongside every frame). `None` for control
+/// frames and anything else.
+pub(crate) fn frame_message_type(frame: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = b"\"message_type\":\"";
+    let (&first, rest) = frame.split_first()?;
+    if first & 0x0f != OP_TEXT {
+        return None;
+    }
+    let skip = match rest.first()? & 0x7f {
+        126 => 3,
+        127 => 9,
+        _ => 1,
+    };
+    // `{"message_id":<u64>,` comes first: the key is within the first few dozen bytes.
+    let head = rest.get(skip..)?;
+    let head = &head[..head.len().min(64)];
+    let start = head.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let tail = rest.get(skip + start..)?;
+    let end = tail.iter().take(64).position(|&b| b == b'"')?;
+    std::str::from_utf8(&tail[..end]).ok()
+}
+
 fn header(opcode: u8, len: usize) -> Vec<u8> {
     let mut h = Vec::with_capacity(MAX_HEADER);
     h.push(0x80 | opcode);
@@ -128,6 +151,20 @@ mod tests {
         assert_eq!(v["message_id"], 3);
         assert_eq!(v["request_id"], 9);
         assert_eq!(v["data"]["ts"], 1);
+    }
+
+    #[test]
+    fn reads_the_message_type_back_from_a_frame() {
+        for (t, body) in [
+            ("pong", "x".repeat(3)),
+            ("room_message", "y".repeat(70_000)),
+        ] {
+            let f = envelope_frame(u64::MAX, t, &body, Some(9)).unwrap();
+            assert_eq!(frame_message_type(&f), Some(t));
+        }
+        assert_eq!(frame_message_type(&close_frame(1000, "")), None);
+        assert_eq!(frame_message_type(b""), None);
+        assert_eq!(frame_message_type(b"\x81"), None);
     }
 
     #[test]

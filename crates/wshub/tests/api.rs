@@ -106,7 +106,8 @@ async fn admin_key_is_required_when_set() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    assert!(res.text().await.unwrap().contains("wshub_connections 0"));
+    let scrape = common::scrape::Scrape::parse(res.text().await.unwrap());
+    assert_eq!(scrape.get("wshub_connections", &[]), 0.0);
 }
 
 #[tokio::test]

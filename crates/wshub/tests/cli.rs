@@ -246,9 +246,11 @@ fn get(port: u16, path: &str) -> Option<String> {
 
 fn reloads(port: u16) -> Option<u64> {
     let body = get(port, "/metrics")?;
+    // `wshub_config_reloads_total{node_id="..."} 1`
     body.lines()
-        .find_map(|l| l.strip_prefix("wshub_config_reloads_total "))
-        .and_then(|v| v.trim().parse().ok())
+        .filter(|l| l.starts_with("wshub_config_reloads_total"))
+        .find_map(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.trim().parse().ok())
 }
 
 #[test]

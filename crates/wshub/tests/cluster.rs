@@ -196,6 +196,12 @@ async fn broker_outage(backend: Backend) {
     assert_eq!(health["status"], "degraded");
     assert_eq!(health["bus"]["state"], "degraded");
     assert_eq!(metric(&a, "wshub_bus_up").await, 0);
+    // Not ready for new connections while degraded (liveness above stays 200).
+    let ready = reqwest::get(a.http_url("/health/ready")).await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["ready"], false);
+    assert_eq!(ready["bus"], "degraded");
     let errors_before = metric(&a, "wshub_bus_publish_errors_total").await;
 
     // Local delivery keeps working; the sender learns the other nodes were not reached (1004),
@@ -232,6 +238,9 @@ async fn broker_outage(backend: Backend) {
         }
     }
     assert_eq!(metric(&a, "wshub_bus_up").await, 1);
+    assert!(metric(&a, "wshub_bus_reconnects_total").await >= 1);
+    let ready = reqwest::get(a.http_url("/health/ready")).await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::OK);
 }
 
 #[tokio::test]

@@ -3,12 +3,14 @@
 //! Binary and small, because every cross-node publication pays for it:
 //!
 //! ```text
-//! u8  version (1)
+//! u8  version (2; version 1, without the two fields marked v2, is still read)
 //! u8  kind
 //! u8  origin node id length, then the id
 //! u64 origin boot id (random per process start)
 //! u64 sequence (per origin boot, from 1)
 //! u64 room history offset (0 = none)
+//! u64 when the origin accepted the publication, µs since the Unix epoch (0 = unknown)  [v2]
+//! u8  length of the W3C traceparent (0 = not traced), then it                         [v2]
 //! u16 length of `target`, then target   (room id, or client id for direct/kick)
 //! u16 length of `extra`, then extra     (client id to exclude, or who kicked)
 //! ... the rest: the WebSocket frame, already encoded by the origin
@@ -19,7 +21,9 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The first version, still decoded (from nodes not yet upgraded).
+const VERSION_1: u8 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -63,6 +67,11 @@ pub(crate) struct BusMessage {
     pub(crate) seq: u64,
     /// The publication's offset in the room's history (0 = the room keeps none).
     pub(crate) offset: u64,
+    /// When the origin accepted the publication (µs since the epoch; 0 = unknown): what the
+    /// delivery latency metric measures from.
+    pub(crate) published_at_us: u64,
+    /// The W3C `traceparent` of the publishing span (empty = not traced).
+    pub(crate) traceparent: String,
     pub(crate) target: String,
     pub(crate) extra: String,
     pub(crate) frame: Bytes,
@@ -73,8 +82,20 @@ impl BusMessage {
         let origin = &self.origin.as_bytes()[..self.origin.len().min(255)];
         let target = &self.target.as_bytes()[..self.target.len().min(u16::MAX as usize)];
         let extra = &self.extra.as_bytes()[..self.extra.len().min(u16::MAX as usize)];
+        // A traceparent is 55 bytes; anything that does not fit is not one.
+        let trace = Some(self.traceparent.as_bytes())
+            .filter(|t| t.len() <= 255)
+            .unwrap_or(b"");
         let mut b = BytesMut::with_capacity(
-            2 + 1 + origin.len() + 24 + 4 + target.len() + extra.len() + self.frame.len(),
+            2 + 1
+                + origin.len()
+                + 32
+                + 1
+                + trace.len()
+                + 4
+                + target.len()
+                + extra.len()
+                + self.frame.len(),
         );
         b.put_u8(VERSION);
         b.put_u8(self.kind as u8);
@@ -83,6 +104,9 @@ impl BusMessage {
         b.put_u64(self.boot);
         b.put_u64(self.seq);
         b.put_u64(self.offset);
+        b.put_u64(self.published_at_us);
+        b.put_u8(trace.len() as u8);
+        b.put_slice(trace);
         b.put_u16(target.len() as u16);
         b.put_slice(target);
         b.put_u16(extra.len() as u16);
@@ -100,7 +124,11 @@ impl BusMessage {
             }
             String::from_utf8(buf.split_to(len).to_vec()).ok()
         }
-        if buf.remaining() < 3 || buf.get_u8() != VERSION {
+        if buf.remaining() < 3 {
+            return None;
+        }
+        let version = buf.get_u8();
+        if version != VERSION && version != VERSION_1 {
             return None;
         }
         let kind = Kind::from_u8(buf.get_u8())?;
@@ -112,6 +140,18 @@ impl BusMessage {
         let boot = buf.get_u64();
         let seq = buf.get_u64();
         let offset = buf.get_u64();
+        let (mut published_at_us, mut traceparent) = (0, String::new());
+        if version == VERSION {
+            if buf.remaining() < 9 {
+                return None;
+            }
+            published_at_us = buf.get_u64();
+            let trace_len = buf.get_u8() as usize;
+            traceparent = string(&mut buf, trace_len)?;
+            if buf.remaining() < 2 {
+                return None;
+            }
+        }
         let target_len = buf.get_u16() as usize;
         let target = string(&mut buf, target_len)?;
         if buf.remaining() < 2 {
@@ -125,6 +165,8 @@ impl BusMessage {
             boot,
             seq,
             offset,
+            published_at_us,
+            traceparent,
             target,
             extra,
             frame: buf,
@@ -149,6 +191,8 @@ mod tests {
             boot: 42,
             seq: 7,
             offset: 3,
+            published_at_us: 1_700_000_000_000_000,
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
             target: "lobby".into(),
             extra: "alice".into(),
             frame: Bytes::from_static(b"\x81\x02hi"),
@@ -160,6 +204,16 @@ mod tests {
             let _ = BusMessage::decode(bytes.slice(..cut));
         }
         assert_eq!(BusMessage::decode(Bytes::from_static(b"\x09garbage")), None);
+        // Version 1 (no timestamp, no traceparent) still decodes.
+        let mut v1 = vec![1u8, Kind::Room as u8, 1, b'n'];
+        v1.extend_from_slice(&[0; 24]);
+        v1.extend_from_slice(&[0, 1, b'r', 0, 0]);
+        v1.extend_from_slice(b"frame");
+        let old = BusMessage::decode(Bytes::from(v1)).expect("v1 decodes");
+        assert_eq!(
+            (old.target.as_str(), &old.frame[..], old.published_at_us),
+            ("r", &b"frame"[..], 0)
+        );
         assert_eq!(BusMessage::decode(Bytes::new()), None);
         assert_eq!(
             BusMessage::decode(Bytes::from_static(b"\x01\x63\x00")),

@@ -46,7 +46,10 @@ impl NatsBus {
         cfg: &NatsConfig,
         subjects: &Subjects,
         inbound: InboundSender,
+        reconnects: prometheus::IntCounter,
     ) -> Result<NatsBus, BusError> {
+        // The first `Connected` is the initial connection; later ones are reconnects.
+        let ever_connected = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicBool::new(false));
         let flag = connected.clone();
         let reconnect_wait = cfg.reconnect_wait;
@@ -62,9 +65,14 @@ impl NatsBus {
             })
             .event_callback(move |event| {
                 let flag = flag.clone();
+                let ever_connected = ever_connected.clone();
+                let reconnects = reconnects.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
+                            if ever_connected.swap(true, Ordering::Relaxed) {
+                                reconnects.inc();
+                            }
                             if !flag.swap(true, Ordering::Relaxed) {
                                 tracing::info!("nats bus connected");
                             }

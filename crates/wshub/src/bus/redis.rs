@@ -62,6 +62,7 @@ impl RedisBus {
     pub(crate) async fn connect(
         cfg: &RedisConfig,
         inbound: InboundSender,
+        reconnect_count: prometheus::IntCounter,
     ) -> Result<RedisBus, BusError> {
         let config = fred_config(cfg)?;
         let max_delay = cfg.retry_interval.as_millis().max(1000) as u32;
@@ -121,8 +122,12 @@ impl RedisBus {
         let resub = subscriber.clone();
         let resub_wanted = wanted.clone();
         tasks.push(tokio::spawn(async move {
+            let mut first = true;
             while reconnects.recv().await.is_ok() {
                 tracing::info!("redis bus connected");
+                if !std::mem::take(&mut first) {
+                    reconnect_count.inc();
+                }
                 let channels: Vec<String> = resub_wanted
                     .lock()
                     .map(|w| w.iter().cloned().collect())

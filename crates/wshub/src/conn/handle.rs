@@ -170,6 +170,11 @@ impl ConnHandle {
         }
     }
 
+    /// Frames waiting in the outbound queue.
+    pub(crate) fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Queues a room publication, or holds it while the room is being recovered.
     pub(crate) fn send_room(&self, room: &str, offset: Option<u64>, frame: Bytes) -> SendOutcome {
         if self.any_recovering.load(Ordering::Acquire)

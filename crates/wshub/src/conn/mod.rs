@@ -96,6 +96,7 @@ async fn run(
         writer::WriterConfig {
             write_timeout: cfg.write_timeout,
             max_batch_bytes: cfg.write_buffer_size.max(1024),
+            bytes_out: node.hub.metrics.bytes_out.clone(),
         },
     ));
     let mut reader = FrameReader::new(leftover, cfg.max_message_size, cfg.read_buffer_size);
@@ -134,6 +135,9 @@ async fn run(
         reply_authenticated(&node, &conn, correlation);
     }
     Box::pin(connect(&node, &conn)).await;
+    let metrics = node.hub.metrics.clone();
+    metrics.connections_opened.inc();
+    metrics.connections.inc();
 
     loop {
         match read_loop(&node, &conn, &mut reader, &mut rd).await {
@@ -155,6 +159,8 @@ async fn run(
 
     let (code, reason) = control.close_reason().unwrap_or((close::NORMAL, ""));
     disconnect(&node, &conn, code, reason);
+    metrics.connections.dec();
+    metrics.closed(code, reason);
     Box::pin(finish(&node, &control, writer, &mut reader, &mut rd)).await;
 }
 
@@ -224,7 +230,7 @@ fn send_frame(
 ) {
     match node.hub.frame(t.as_str(), data, correlation) {
         Ok(frame) => {
-            conn.send(frame);
+            node.hub.send_to(conn, frame);
         }
         Err(e) => tracing::error!(error = %e, "failed to encode {t}"),
     }
@@ -298,7 +304,11 @@ async fn authenticate_first(
                 correlation,
             );
         };
-        return match node.verifier().verify(&req.token) {
+        let verified = node.verifier().verify(&req.token);
+        node.hub
+            .metrics
+            .auth(crate::metrics::AuthSource::InBand, verified.is_ok());
+        return match verified {
             Ok(identity) => Some((identity, correlation)),
             Err(e) => fail(HandlerError::new(e.code(), e.to_string()), correlation),
         };
@@ -330,10 +340,18 @@ async fn read_loop(
                 conn.last_seen_ms.store(handle::now_ms(), std::sync::atomic::Ordering::Relaxed);
                 match next {
                     Ok(Incoming::Text(msg) | Incoming::Binary(msg)) => {
+                        // A trace per message, not per connection: no parent (see `telemetry`).
+                        let span = tracing::debug_span!(
+                            parent: None,
+                            "ws.message",
+                            message_type = tracing::field::Empty,
+                            client_id = %conn.client_id,
+                            node_id = %node.hub.node_id()
+                        );
                         // Boxed: the handler futures are large, and an idle connection should not
                         // carry their space in its task (allocated only while a message is handled).
                         if let Dispatched::Reidentify { identity, correlation } =
-                            Box::pin(dispatch::dispatch(node, conn, &msg)).await
+                            Box::pin(dispatch::dispatch(node, conn, &msg).instrument(span)).await
                         {
                             return Ended::Reidentify { identity, correlation };
                         }

@@ -48,6 +48,11 @@ impl OutQueue {
         }
     }
 
+    /// Frames waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.inner.lock().map_or(0, |i| i.frames.len())
+    }
+
     /// Queues a frame if there is room; never waits.
     pub(crate) fn try_push(&self, frame: Bytes) -> Result<(), PushError> {
         {

@@ -45,7 +45,11 @@ fn sweep(node: &Node, ping: &bytes::Bytes) {
     let grace_ms = config.auth.expiry_grace.as_millis() as u64;
     let now = now_ms();
     let unix_ms = crate::cluster::now_ms().max(0) as u64;
+    let (mut queued, mut deepest) = (0, 0);
     for conn in node.hub.clients_snapshot() {
+        let depth = conn.queue_len();
+        queued += depth;
+        deepest = deepest.max(depth);
         if now.saturating_sub(conn.last_seen_ms.load(Ordering::Relaxed)) > read_timeout {
             conn.close(close::IDLE_TIMEOUT, close::reason::IDLE_TIMEOUT);
             continue;
@@ -77,4 +81,6 @@ fn sweep(node: &Node, ping: &bytes::Bytes) {
             }
         }
     }
+    node.hub.metrics.queue_frames.set(queued as i64);
+    node.hub.metrics.queue_max.set(deepest as i64);
 }

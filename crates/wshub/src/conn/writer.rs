@@ -25,6 +25,8 @@ const MAX_BATCH: usize = 64;
 pub(super) struct WriterConfig {
     pub(super) write_timeout: Duration,
     pub(super) max_batch_bytes: usize,
+    /// `wshub_bytes_out_total`: counted once per write, not per frame.
+    pub(super) bytes_out: prometheus::IntCounter,
 }
 
 pub(super) async fn run(
@@ -42,6 +44,7 @@ pub(super) async fn run(
                 if !more {
                     break;
                 }
+                let bytes: usize = batch.iter().map(Bytes::len).sum();
                 let ok = if batch.len() == 1 {
                     write_with_timeout(&mut wr, &batch[0], cfg.write_timeout).await
                 } else {
@@ -51,7 +54,9 @@ pub(super) async fn run(
                 };
                 // Not kept: an idle connection holds no batch buffer.
                 batch = Vec::new();
-                if !ok {
+                if ok {
+                    cfg.bytes_out.inc_by(bytes as u64);
+                } else {
                     conn.close(close::GOING_AWAY, "write failed");
                     queue.close();
                     return;

@@ -126,11 +126,16 @@ pub(crate) async fn dispatch(node: &Arc<Node>, conn: &Arc<ConnHandle>, frame: &[
     let env = match InboundEnvelope::decode(frame) {
         Ok(env) => env,
         Err(e) => {
+            node.hub.metrics.received(None, frame.len());
             tracing::debug!(client_id = %conn.client_id, error = %e, "undecodable message");
             send_error(node, conn, &HandlerError::from(e), None);
             return Dispatched::Done;
         }
     };
+    node.hub
+        .metrics
+        .received(Some(&env.message_type), frame.len());
+    tracing::Span::current().record("message_type", &*env.message_type);
     let correlation = env.correlation_id();
     let client = Client::new(node.clone(), conn.clone());
     node.hooks.message(&client, &env.message_type, env.data);
@@ -187,7 +192,7 @@ fn send_reply(node: &Node, conn: &ConnHandle, reply: Reply, correlation: Option<
         .frame(&reply.message_type, &*reply.data, correlation)
     {
         Ok(frame) => {
-            conn.send(frame);
+            node.hub.send_to(conn, frame);
         }
         Err(e) => send_error(node, conn, &HandlerError::from(e), correlation),
     }
@@ -209,6 +214,7 @@ pub(crate) fn send_error(
     error: &HandlerError,
     correlation: Option<i64>,
 ) {
+    node.hub.metrics.error(error.code);
     let data = ErrorData {
         code: error.code,
         message: error.message.to_string(),
@@ -220,7 +226,7 @@ pub(crate) fn send_error(
         .frame(MessageType::Error.as_str(), &data, correlation)
     {
         Ok(frame) => {
-            conn.send(frame);
+            node.hub.send_to(conn, frame);
         }
         Err(e) => tracing::error!(error = %e, "failed to encode an error frame"),
     }

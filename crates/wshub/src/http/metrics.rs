@@ -1,9 +1,6 @@
-//! `GET /metrics`: Prometheus text exposition. A handful of gauges and counters for now; the
-//! observability work replaces this with the full GoHub-compatible metric set.
+//! `GET /metrics`: the node's Prometheus text exposition (see `crate::metrics`).
 
-use std::fmt::Write;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -11,94 +8,24 @@ use axum::response::IntoResponse;
 use crate::node::Node;
 
 pub(super) async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
-    metric(
-        "wshub_connections",
-        "gauge",
-        "Open WebSocket connections on this node.",
-        node.hub.client_count() as u64,
-    );
-    metric(
-        "wshub_rooms",
-        "gauge",
-        "Rooms on this node.",
-        node.hub.list_rooms().len() as u64,
-    );
-    metric(
-        "wshub_config_reloads_total",
-        "counter",
-        "Configuration reloads applied.",
-        node.reloads.load(Ordering::Relaxed),
-    );
-    metric(
-        "wshub_config_reload_failures_total",
-        "counter",
-        "Configuration reloads rejected (the running configuration stayed).",
-        node.reload_failures.load(Ordering::Relaxed),
-    );
-    if let Some(link) = node.cluster.get() {
-        let stats = &link.stats;
-        let up = node
-            .bus_status()
-            .is_some_and(|(_, s)| s == crate::bus::BusState::Connected);
-        metric(
-            "wshub_bus_up",
-            "gauge",
-            "1 while the cluster bus is connected, 0 while degraded.",
-            u64::from(up),
-        );
-        metric(
-            "wshub_bus_subscriptions",
-            "gauge",
-            "Bus subjects this node is subscribed to.",
-            node.bus_subscriptions().len() as u64,
-        );
-        for (name, help, counter) in [
-            (
-                "wshub_bus_published_total",
-                "Messages published to the bus.",
-                &stats.published,
-            ),
-            (
-                "wshub_bus_publish_errors_total",
-                "Bus publishes that failed or timed out.",
-                &stats.publish_errors,
-            ),
-            (
-                "wshub_bus_received_total",
-                "Messages received from the bus.",
-                &stats.received,
-            ),
-            (
-                "wshub_bus_duplicates_dropped_total",
-                "Bus messages dropped as duplicates.",
-                &stats.duplicates,
-            ),
-            (
-                "wshub_bus_echoes_dropped_total",
-                "This node's own publications dropped on return.",
-                &stats.echoes,
-            ),
-            (
-                "wshub_bus_malformed_total",
-                "Undecodable bus messages dropped.",
-                &stats.malformed,
-            ),
-        ] {
-            metric(name, "counter", help, counter.load(Ordering::Relaxed));
-        }
+    let m = &node.hub.metrics;
+    // State gauges are read now rather than maintained on every change.
+    let (rooms, members) = node.hub.room_and_member_counts();
+    m.rooms.set(rooms as i64);
+    m.room_members.set(members as i64);
+    if let Some((_, state)) = node.bus_status() {
+        m.bus
+            .up
+            .set(i64::from(state == crate::bus::BusState::Connected));
     }
+    m.bus
+        .subscriptions
+        .set(node.bus_subscriptions().len() as i64);
     (
         [(
             http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        out,
+        m.render(),
     )
 }

@@ -35,6 +35,7 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/ws", get(upgrade::ws_handler))
         .route("/health", get(health))
+        .route("/health/ready", get(ready))
         .route("/metrics", get(metrics::metrics))
         .nest("/api", api::routes(node.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
@@ -105,6 +106,39 @@ struct BusHealth {
     kind: &'static str,
     /// `connected` or `degraded` (broker unreachable: local traffic only).
     state: &'static str,
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    /// Shutting down: stop sending new connections here.
+    draining: bool,
+    /// `connected` or `degraded`.
+    bus: &'static str,
+}
+
+/// Readiness for load balancers and Kubernetes: 200 while this node should get new
+/// connections (bus connected, or no bus; not draining), 503 otherwise. A degraded node still
+/// serves the connections it has (that is `/health`, liveness).
+async fn ready(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let draining = node.shutdown.is_cancelled();
+    let bus = node
+        .bus_status()
+        .map_or(crate::bus::BusState::Connected, |(_, s)| s);
+    let ready = !draining && bus == crate::bus::BusState::Connected;
+    let code = if ready {
+        http::StatusCode::OK
+    } else {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(Readiness {
+            ready,
+            draining,
+            bus: bus.as_str(),
+        }),
+    )
 }
 
 /// Liveness plus a summary: 200 while serving (`status` is `degraded` when the bus is down,

@@ -16,6 +16,7 @@ use super::RemoteAddr;
 use crate::auth::{Identity, Permissions};
 use crate::conn::{self, Start};
 use crate::ids::ClientId;
+use crate::metrics::AuthSource;
 use crate::node::Node;
 
 /// RFC 6455 §1.3.
@@ -47,8 +48,9 @@ pub(super) async fn ws_handler(
         }
         Some(id) => Some(ClientId::from(id)),
     };
-    let (token, via_subprotocol) = find_token(&query, req.headers());
-    let start = match start(&node, &config.auth, token.as_deref(), requested_id) {
+    let (token, source) = find_token(&query, req.headers());
+    let via_subprotocol = source == AuthSource::Subprotocol;
+    let start = match start(&node, &config.auth, token.as_deref(), source, requested_id) {
         Ok(start) => start,
         Err(rejection) => return rejection,
     };
@@ -109,10 +111,13 @@ pub(super) async fn ws_handler(
 pub(crate) const BEARER_SUBPROTOCOL: &str = "wshub.bearer";
 
 /// The token, from `?token=`, `Authorization: Bearer`, or `Sec-WebSocket-Protocol`, in that
-/// order. The flag says whether it came from the subprotocol header (which must be answered).
-fn find_token(query: &HashMap<String, String>, headers: &HeaderMap) -> (Option<String>, bool) {
+/// order, and where it came from (the subprotocol header must be answered).
+fn find_token(
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> (Option<String>, AuthSource) {
     if let Some(t) = query.get("token").filter(|t| !t.is_empty()) {
-        return (Some(t.clone()), false);
+        return (Some(t.clone()), AuthSource::Query);
     }
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -124,7 +129,7 @@ fn find_token(query: &HashMap<String, String>, headers: &HeaderMap) -> (Option<S
         .map(|t| t.trim().to_owned())
         .filter(|t| !t.is_empty());
     if bearer.is_some() {
-        return (bearer, false);
+        return (bearer, AuthSource::Header);
     }
     let offered: Vec<String> = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -136,9 +141,9 @@ fn find_token(query: &HashMap<String, String>, headers: &HeaderMap) -> (Option<S
         .collect();
     if offered.iter().any(|p| p == BEARER_SUBPROTOCOL) {
         let token = offered.into_iter().find(|p| p != BEARER_SUBPROTOCOL);
-        return (token, true);
+        return (token, AuthSource::Subprotocol);
     }
-    (None, false)
+    (None, AuthSource::Query)
 }
 
 /// Decides who the connection is, or refuses the upgrade with GoHub's 401 texts.
@@ -147,6 +152,7 @@ fn start(
     node: &Node,
     auth: &crate::config::AuthConfig,
     token: Option<&str>,
+    source: AuthSource,
     requested_id: Option<ClientId>,
 ) -> Result<Start, Response> {
     let client_id = || {
@@ -162,7 +168,9 @@ fn start(
         )));
     }
     if let Some(token) = token {
-        return match node.verifier().verify(token) {
+        let verified = node.verifier().verify(token);
+        node.hub.metrics.auth(source, verified.is_ok());
+        return match verified {
             Ok(identity) => Ok(Start::Ready(identity)),
             Err(e) => {
                 tracing::info!(error = %e, "upgrade refused: bad token");

@@ -28,6 +28,7 @@ use wshub_protocol::{ErrorCode, MessageType, close};
 use crate::cluster::RoomRecord;
 use crate::conn::{ConnHandle, SendOutcome};
 use crate::ids::{ClientId, NodeId, RoomId};
+use crate::metrics::Metrics;
 use crate::wire;
 
 pub(crate) use room::Room;
@@ -107,11 +108,14 @@ pub(crate) struct Hub {
     /// state store).
     rooms: DashMap<RoomId, Arc<Room>>,
     next_message_id: AtomicU64,
+    /// Counted here, where frames meet queues: once per fan-out, not per recipient.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Hub {
     pub(crate) fn new(node_id: NodeId) -> Self {
         Hub {
+            metrics: Arc::new(Metrics::new(node_id.as_str())),
             node_id,
             clients: DashMap::new(),
             rooms: DashMap::new(),
@@ -183,6 +187,12 @@ impl Hub {
         self.clients.len()
     }
 
+    /// Rooms with local members, and the local memberships in them.
+    pub(crate) fn room_and_member_counts(&self) -> (usize, usize) {
+        let members = self.rooms.iter().map(|r| r.member_count()).sum();
+        (self.rooms.len(), members)
+    }
+
     /// Every connection on this node (for sweeps: no lock is held while they are used).
     pub(crate) fn clients_snapshot(&self) -> Vec<Arc<ConnHandle>> {
         self.clients.iter().map(|c| c.value().clone()).collect()
@@ -219,7 +229,9 @@ impl Hub {
                     delivery.record(m.send(frame.clone()));
                 }
             }
+            self.metrics.sent(&frame, delivery.queued);
         }
+        self.metrics.left(members.len());
         tracing::info!(room_id = %id, members = members.len(), "room deleted");
         Ok(delivery)
     }
@@ -253,6 +265,7 @@ impl Hub {
         }
         members.insert(conn.client_id.clone(), conn.clone());
         conn.add_room(room_id.clone());
+        self.metrics.joined();
         Ok(())
     }
 
@@ -288,6 +301,7 @@ impl Hub {
         if !removed {
             return Err(HubError::NotInRoom);
         }
+        self.metrics.left(1);
         self.rooms.remove_if(room_id, |_, r| {
             Arc::ptr_eq(r, &room) && r.member_count() == 0
         });
@@ -378,13 +392,14 @@ impl Hub {
                 }
             }
         }
+        self.metrics.sent(frame, delivery.queued);
         Ok(delivery)
     }
 
     /// Queues `frame` to one client.
     pub(crate) fn send_to_client(&self, client_id: &str, frame: Bytes) -> Result<(), HubError> {
         let conn = self.client(client_id).ok_or(HubError::ClientNotFound)?;
-        match conn.send(frame) {
+        match self.send_to(&conn, frame) {
             SendOutcome::Queued | SendOutcome::SlowConsumer => Ok(()),
             SendOutcome::Closed => Err(HubError::ClientNotFound),
         }
@@ -398,7 +413,17 @@ impl Hub {
                 delivery.record(conn.send(frame.clone()));
             }
         }
+        self.metrics.sent(frame, delivery.queued);
         delivery
+    }
+
+    /// Queues `frame` to `conn` and counts it (replies, errors, direct messages, events).
+    pub(crate) fn send_to(&self, conn: &ConnHandle, frame: Bytes) -> SendOutcome {
+        let outcome = conn.send(frame.clone());
+        if outcome == SendOutcome::Queued {
+            self.metrics.sent(&frame, 1);
+        }
+        outcome
     }
 
     /// Closes every connection (shutdown).

@@ -88,16 +88,7 @@ pub async fn wait_connected(nodes: &[&TestServer]) {
 }
 
 pub async fn metric(node: &TestServer, name: &str) -> u64 {
-    let text = reqwest::get(node.http_url("/metrics"))
+    super::scrape::Scrape::fetch(&node.http_url("/metrics"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
+        .get(name, &[]) as u64
 }

@@ -30,10 +30,11 @@ pub(crate) fn authenticate(
             HandlerError::new(ErrorCode::InvalidFormat, "authenticate needs data {token}")
                 .with_details(e.to_string().into())
         })?;
-    let identity = node
-        .verifier()
-        .verify(&req.token)
-        .map_err(|e| HandlerError::new(e.code(), e.to_string()))?;
+    let verified = node.verifier().verify(&req.token);
+    node.hub
+        .metrics
+        .auth(crate::metrics::AuthSource::Refresh, verified.is_ok());
+    let identity = verified.map_err(|e| HandlerError::new(e.code(), e.to_string()))?;
     if identity.client_id != conn.client_id {
         if conn.is_authenticated() {
             return Err(HandlerError::new(

@@ -53,23 +53,32 @@ pub(super) async fn join(
         joined.epoch = Some(epoch);
         joined.offset = Some(latest);
         if let Some(since) = req.since {
-            match history
+            let started = std::time::Instant::now();
+            let recovered = history
                 .recover(room.as_str(), since.offset, &since.epoch)
-                .await
-            {
+                .await;
+            node.hub.metrics.history(
+                crate::metrics::HistoryOp::Read,
+                started.elapsed(),
+                recovered.is_ok(),
+            );
+            match recovered {
                 Ok(Recovery::Complete { publications, .. }) => {
                     let last = publications.last().map_or(since.offset, |p| p.offset);
                     let position = |offset| crate::history::Position {
                         offset,
                         epoch: joined.epoch.clone().unwrap_or_default(),
                     };
-                    let frames = publications
+                    let frames: Vec<_> = publications
                         .iter()
                         .filter_map(|p| {
                             node.history_frame(&p.message_type, &p.data, &position(p.offset))
                                 .ok()
                         })
                         .collect();
+                    if let Some(first) = frames.first() {
+                        node.hub.metrics.sent(first, frames.len());
+                    }
                     conn.set_replay(room.as_str(), frames, last);
                     joined.recovered = Some(true);
                 }
@@ -104,10 +113,14 @@ pub(super) async fn history(node: &Node, req: HistoryRequest) -> HandlerResult {
         return Err(crate::hub::HubError::RoomNotFound.into());
     }
     let limit = req.limit.unwrap_or(100).min(1000);
-    let (epoch, publications) = history
-        .read(&req.room_id, req.since, limit)
-        .await
-        .map_err(crate::fanout::PublishError::from)?;
+    let started = std::time::Instant::now();
+    let read = history.read(&req.room_id, req.since, limit).await;
+    node.hub.metrics.history(
+        crate::metrics::HistoryOp::Read,
+        started.elapsed(),
+        read.is_ok(),
+    );
+    let (epoch, publications) = read.map_err(crate::fanout::PublishError::from)?;
     let list: Vec<serde_json::Value> = publications
         .iter()
         .map(|p| {
