@@ -209,12 +209,18 @@ fn free_port() -> u16 {
 }
 
 fn serve(config: &std::path::Path, env: &[(&str, &str)]) -> Served {
+    serve_logging_to(config, env, Stdio::null())
+}
+
+/// [`serve`] with the node's log output (stdout) going to `logs`.
+fn serve_logging_to(config: &std::path::Path, env: &[(&str, &str)], logs: Stdio) -> Served {
     let port = free_port();
     let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("wshub"));
     cmd.args(["serve", "--config"])
         .arg(config)
         .args(["--addr", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
+        .env_remove("RUST_LOG")
+        .stdout(logs)
         .stderr(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
@@ -378,4 +384,80 @@ fn wait_for(mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "condition not reached in time");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `log.format: json`: every line is JSON; a connection's lifecycle and its errors are one
+/// line each, carrying the connection's fields; its messages log nothing at info.
+#[test]
+fn json_logs_one_line_per_lifecycle_event_and_error() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let f = config_file("log:\n  format: json\ncluster:\n  node_id: log-node\n");
+    let served = serve_logging_to(f.path(), &[], Stdio::from(log.reopen().unwrap()));
+    let url = format!("ws://127.0.0.1:{}/ws?client_id=logger", served.port);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let join = r#"{"message_type":"join_room","data":{"room_id":"r"},"request_id":1}"#;
+        ws.send(Message::text(join)).await.unwrap();
+        for i in 0..20 {
+            let msg = format!(
+                r#"{{"message_type":"room_message","data":{{"room_id":"r","content":{i}}}}}"#
+            );
+            ws.send(Message::text(msg)).await.unwrap();
+        }
+        ws.send(Message::text("not json")).await.unwrap();
+        // connected, room_joined, then the error (the room has no other member to echo to).
+        let mut seen = 0;
+        while seen < 3 {
+            if let Some(Ok(Message::Text(_))) = ws.next().await {
+                seen += 1;
+            }
+        }
+        ws.close(None).await.unwrap();
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines: Vec<serde_json::Value> = loop {
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        if text.contains("client disconnected") {
+            break text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+                .collect();
+        }
+        assert!(Instant::now() < deadline, "no disconnect logged:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let of_client: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["span"]["client_id"] == "logger")
+        .collect();
+    let with_message = |m: &str| of_client.iter().filter(|l| l["message"] == m).count();
+    assert_eq!(with_message("client connected"), 1, "{of_client:#?}");
+    assert_eq!(with_message("client disconnected"), 1, "{of_client:#?}");
+    assert_eq!(with_message("error sent to client"), 1, "{of_client:#?}");
+    let connected = of_client
+        .iter()
+        .find(|l| l["message"] == "client connected")
+        .unwrap();
+    assert_eq!(connected["level"], "INFO");
+    assert_eq!(connected["span"]["node_id"], "log-node");
+    assert!(
+        connected["span"]["remote"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    let error = of_client
+        .iter()
+        .find(|l| l["message"] == "error sent to client")
+        .unwrap();
+    assert_eq!(error["code"], 1001);
+    // 22 messages in, and nothing per message: only the lines above (and room bookkeeping).
+    assert!(
+        of_client.len() <= 5,
+        "too many lines for one connection: {of_client:#?}"
+    );
 }

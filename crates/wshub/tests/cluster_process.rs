@@ -378,3 +378,155 @@ async fn resuming_client_survives_its_node_being_killed_jetstream() {
     })
     .await;
 }
+
+/// A span as the in-test OTLP collector received it.
+#[derive(Debug, Clone)]
+struct SpanRec {
+    name: String,
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    parent_span_id: Vec<u8>,
+    attributes: std::collections::HashMap<String, String>,
+}
+
+/// A minimal OTLP/HTTP collector: decodes `POST /v1/traces` (protobuf) into [`SpanRec`]s.
+async fn otlp_collector() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<SpanRec>>>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message;
+
+    let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let Ok(req) = ExportTraceServiceRequest::decode(body) else {
+                    return axum::http::StatusCode::BAD_REQUEST;
+                };
+                let mut got = sink.lock().unwrap();
+                for span in req
+                    .resource_spans
+                    .into_iter()
+                    .flat_map(|r| r.scope_spans)
+                    .flat_map(|s| s.spans)
+                {
+                    let attributes = span
+                        .attributes
+                        .iter()
+                        .map(|kv| {
+                            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                                Some(Value::StringValue(s)) => s.clone(),
+                                Some(Value::IntValue(i)) => i.to_string(),
+                                other => format!("{other:?}"),
+                            };
+                            (kv.key.clone(), v)
+                        })
+                        .collect();
+                    got.push(SpanRec {
+                        name: span.name,
+                        trace_id: span.trace_id,
+                        span_id: span.span_id,
+                        parent_span_id: span.parent_span_id,
+                        attributes,
+                    });
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, spans)
+}
+
+/// One trace covers client -> node A -> bus -> node B -> recipient: the spans each process
+/// exports link up through the traceparent carried in the bus message.
+#[tokio::test]
+async fn one_trace_spans_both_nodes_over_the_bus() {
+    let nats = Broker::nats();
+    let url = nats.url();
+    let (collector, spans) = otlp_collector().await;
+    let yaml = |node: &str| {
+        format!(
+            "cluster:\n  enabled: true\n  bus_type: nats\n  node_id: {node}\n  nats:\n    urls: [\"{url}\"]\n\
+             tracing:\n  otlp_endpoint: http://127.0.0.1:{collector}\n  sample_ratio: 1.0\n  export_interval: 100ms\n"
+        )
+    };
+    let a = spawn(&yaml("trace-a"));
+    let b = spawn(&yaml("trace-b"));
+    wait_bus_connected(a.port).await;
+    wait_bus_connected(b.port).await;
+    let alice = Client::connect(&format!("ws://127.0.0.1:{}/ws?client_id=alice", a.port))
+        .await
+        .unwrap();
+    let mut bob = Client::connect(&format!("ws://127.0.0.1:{}/ws?client_id=bob", b.port))
+        .await
+        .unwrap();
+    alice.join_room("traced").await.unwrap();
+    bob.join_room("traced").await.unwrap();
+    alice.room_message("traced", json!("hi")).await.unwrap();
+    bob.expect("room_message", WAIT).await.unwrap();
+
+    // Wait for node B's receive span, then find its whole trace.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let trace = loop {
+        let got = spans.lock().unwrap().clone();
+        let receive = got.iter().find(|s| {
+            s.name == "bus.receive" && s.attributes.get("room_id").is_some_and(|r| r == "traced")
+        });
+        if let Some(receive) = receive {
+            let trace: Vec<SpanRec> = got
+                .iter()
+                .filter(|s| s.trace_id == receive.trace_id)
+                .cloned()
+                .collect();
+            // Both nodes export on their own schedule: wait for all five.
+            if trace.len() >= 5 {
+                break trace;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trace incomplete; spans so far: {got:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let one = |name: &str, node: &str| {
+        let found: Vec<&SpanRec> = trace
+            .iter()
+            .filter(|s| s.name == name && s.attributes.get("node_id").is_none_or(|n| n == node))
+            .collect();
+        assert!(!found.is_empty(), "no {name} on {node} in {trace:#?}");
+        found[0].clone()
+    };
+    let message = one("ws.message", "trace-a");
+    assert_eq!(message.attributes["node_id"], "trace-a");
+    assert_eq!(message.attributes["message_type"], "room_message");
+    assert_eq!(message.attributes["client_id"], "alice");
+    assert!(
+        message.parent_span_id.is_empty(),
+        "ws.message starts the trace"
+    );
+    let publish = one("bus.publish", "trace-a");
+    assert_eq!(publish.parent_span_id, message.span_id);
+    let receive = one("bus.receive", "trace-b");
+    assert_eq!(receive.attributes["node_id"], "trace-b");
+    assert_eq!(
+        receive.parent_span_id, publish.span_id,
+        "B continues A's span across the bus"
+    );
+    let delivered_b = trace
+        .iter()
+        .find(|s| s.name == "deliver" && s.parent_span_id == receive.span_id)
+        .unwrap_or_else(|| panic!("no deliver under bus.receive in {trace:#?}"));
+    assert_eq!(delivered_b.attributes["node_id"], "trace-b");
+    assert_eq!(delivered_b.attributes["recipients"], "1");
+    let delivered_a = trace
+        .iter()
+        .find(|s| s.name == "deliver" && s.parent_span_id == message.span_id)
+        .unwrap_or_else(|| panic!("no local deliver under ws.message in {trace:#?}"));
+    assert_eq!(delivered_a.attributes["node_id"], "trace-a");
+}

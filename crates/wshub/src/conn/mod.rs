@@ -340,9 +340,9 @@ async fn read_loop(
                 conn.last_seen_ms.store(handle::now_ms(), std::sync::atomic::Ordering::Relaxed);
                 match next {
                     Ok(Incoming::Text(msg) | Incoming::Binary(msg)) => {
-                        // A trace per message, not per connection: no parent (see `telemetry`).
+                        // A trace per message: the exporter does not see the `conn` span (see
+                        // `telemetry`), so this is a root there, while logs keep `conn`'s fields.
                         let span = tracing::debug_span!(
-                            parent: None,
                             "ws.message",
                             message_type = tracing::field::Empty,
                             client_id = %conn.client_id,

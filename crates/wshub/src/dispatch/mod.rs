@@ -215,6 +215,8 @@ pub(crate) fn send_error(
     correlation: Option<i64>,
 ) {
     node.hub.metrics.error(error.code);
+    // One line per error (inside the `conn` span, so with the client's id and address).
+    tracing::info!(code = error.code.as_u16(), error = %error.message, request_id = correlation, "error sent to client");
     let data = ErrorData {
         code: error.code,
         message: error.message.to_string(),
