@@ -293,3 +293,29 @@ fn metric_names(expr: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+#[tokio::test]
+async fn history_operations_are_timed() {
+    let mut config = Config::default();
+    config.rooms.history.size = 10;
+    let server = TestServer::start(config).await;
+    let mut a = server.raw("a").await;
+    a.send_text(r#"{"message_type":"join_room","data":{"room_id":"h"},"request_id":1}"#)
+        .await;
+    assert_eq!(a.next_json().await["message_type"], "room_joined");
+    for i in 0..2 {
+        a.send_text(&json!({"message_type": "room_message", "data": {"room_id": "h", "content": i}, "request_id": 10 + i}).to_string())
+            .await;
+        assert_eq!(a.next_json().await["message_type"], "published");
+    }
+    a.send_text(r#"{"message_type":"history","data":{"room_id":"h"},"request_id":3}"#)
+        .await;
+    let history = a.next_json().await;
+    assert_eq!(history["data"]["publications"].as_array().unwrap().len(), 2);
+
+    let m = scrape(&server).await;
+    let ops = |op: &str| m.get("wshub_history_latency_seconds_count", &[("op", op)]);
+    assert_eq!(ops("append"), 2.0);
+    assert_eq!(ops("read"), 1.0);
+    assert_eq!(m.get("wshub_history_errors_total", &[]), 0.0);
+}
