@@ -35,6 +35,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub tracing: TracingConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 /// `server.*`
@@ -457,11 +458,70 @@ impl Default for TracingConfig {
     }
 }
 
+/// `webhooks.*`: events POSTed to the application, and join authorization (see
+/// `docs/webhooks.md`). Needs a restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Where event batches are POSTed. Empty = no event webhooks. Default empty.
+    pub url: String,
+    /// HMAC-SHA256 key of the `X-Wshub-Signature` header. Secret. Default empty.
+    pub secret: String,
+    /// Events sent: `connect`, `disconnect`, `join`, `leave`, `room_message`. Default all.
+    pub events: Vec<String>,
+    /// Most events in one POST. Default 100.
+    pub batch_size: usize,
+    /// Longest an event waits for its batch to fill. Default `200ms`.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Events held while the backend is slow or down; beyond it new events are dropped (and
+    /// counted). Default 10000.
+    pub queue_size: usize,
+    /// Timeout of one POST. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Retries of a failed batch before it is dropped. Default 5.
+    pub max_retries: u32,
+    /// First wait before a retry; doubles each time up to 30 s. Default `500ms`.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// When set, every `join_room` asks this URL first (`{"allow": bool, "reason"?}`).
+    /// Default empty.
+    pub authorize_join: String,
+    /// How long a join waits for the authorizer. Default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub authorize_timeout: Duration,
+    /// Allow joins when the authorizer cannot be reached (default false: refuse, error 1004).
+    pub authorize_fail_open: bool,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            url: String::new(),
+            secret: String::new(),
+            events: ["connect", "disconnect", "join", "leave", "room_message"]
+                .map(String::from)
+                .to_vec(),
+            batch_size: 100,
+            flush_interval: Duration::from_millis(200),
+            queue_size: 10_000,
+            timeout: Duration::from_secs(5),
+            max_retries: 5,
+            retry_backoff: Duration::from_millis(500),
+            authorize_join: String::new(),
+            authorize_timeout: Duration::from_secs(2),
+            authorize_fail_open: false,
+        }
+    }
+}
+
 /// Keys (and key prefixes ending in `.`) whose change needs a restart.
 pub const RESTART_KEYS: &[&str] = &[
     "server.addr",
     "cluster.",
     "tracing.",
+    "webhooks.",
     "log.format",
     "admin.max_body_size",
     "rooms.history.",
@@ -629,6 +689,36 @@ impl Config {
             "tracing.otlp_endpoint",
             "must be an http:// URL of an OTLP/HTTP collector (https is not built in: use a local collector)",
         );
+        for event in &self.webhooks.events {
+            check(
+                crate::webhooks::EventKind::parse(event).is_some(),
+                "webhooks.events",
+                &format!(
+                    "unknown event {event:?} (connect, disconnect, join, leave, room_message)"
+                ),
+            );
+        }
+        for (key, url) in [
+            ("webhooks.url", &self.webhooks.url),
+            ("webhooks.authorize_join", &self.webhooks.authorize_join),
+        ] {
+            check(
+                url.is_empty() || url.starts_with("http://") || url.starts_with("https://"),
+                key,
+                "must be an http:// or https:// URL",
+            );
+        }
+        check(
+            (self.webhooks.url.is_empty() && self.webhooks.authorize_join.is_empty())
+                || !self.webhooks.secret.is_empty(),
+            "webhooks.secret",
+            "must be set when webhooks are on (requests are signed with it)",
+        );
+        check(
+            self.webhooks.batch_size >= 1 && self.webhooks.queue_size >= 1,
+            "webhooks.batch_size",
+            "batch_size and queue_size must be at least 1",
+        );
         check(
             !self.tracing.export_interval.is_zero(),
             "tracing.export_interval",
@@ -651,6 +741,7 @@ impl Config {
             &["cluster", "nats", "password"],
             &["cluster", "nats", "token"],
             &["cluster", "redis", "password"],
+            &["webhooks", "secret"],
         ] {
             let mut cur = &mut v;
             for key in path {
@@ -896,9 +987,11 @@ log:
         let mut c = Config::default();
         c.auth.secret_key = "s3cret".into();
         c.admin.api_key = "k".into();
+        c.webhooks.secret = "w".into();
         let m = c.masked();
         assert_eq!(m["auth"]["secret_key"], "***");
         assert_eq!(m["admin"]["api_key"], "***");
+        assert_eq!(m["webhooks"]["secret"], "***");
         assert_eq!(m["cluster"]["redis"]["password"], "");
         assert!(!m.to_string().contains("s3cret"));
     }

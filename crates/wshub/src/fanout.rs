@@ -550,6 +550,11 @@ impl Node {
         self.hub.send_to(conn, notice);
         self.hooks
             .leave(&Client::new(self.clone(), conn.clone()), room);
+        self.webhook(
+            crate::webhooks::EventKind::Leave,
+            conn.client_id.as_str(),
+            |e| e.in_room(room),
+        );
         let node = self.clone();
         let (room, client) = (room.to_owned(), conn.client_id.to_string());
         self.tasks

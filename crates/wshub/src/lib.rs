@@ -35,6 +35,7 @@ mod reload;
 mod rooms;
 pub mod sdk;
 pub mod telemetry;
+pub mod webhooks;
 mod wire;
 
 pub use config::Config;

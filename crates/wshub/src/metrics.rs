@@ -114,6 +114,7 @@ pub(crate) struct Metrics {
     history_latency: [Histogram; 2],
     history_errors: IntCounter,
     pub(crate) bus: BusMetrics,
+    pub(crate) webhooks: WebhookMetrics,
     pub(crate) config_reloads: IntCounter,
     pub(crate) config_reload_failures: IntCounter,
     pub(crate) dead_node_cleanups: IntCounter,
@@ -130,6 +131,15 @@ pub(crate) struct BusMetrics {
     pub(crate) reconnects: IntCounter,
     pub(crate) up: IntGauge,
     pub(crate) subscriptions: IntGauge,
+}
+
+/// `wshub_webhook_*`.
+pub(crate) struct WebhookMetrics {
+    pub(crate) sent: IntCounter,
+    pub(crate) failed: IntCounter,
+    pub(crate) dropped: IntCounter,
+    pub(crate) request_errors: IntCounter,
+    pub(crate) authorize_latency: Histogram,
 }
 
 /// The `type` label value of slot `i` (see [`type_slot`]).
@@ -329,6 +339,29 @@ impl Metrics {
                 subscriptions: r.gauge(
                     "wshub_bus_subscriptions",
                     "Bus subjects this node is subscribed to.",
+                ),
+            },
+            webhooks: WebhookMetrics {
+                sent: r.counter(
+                    "wshub_webhook_events_sent_total",
+                    "Webhook events delivered to the backend.",
+                ),
+                failed: r.counter(
+                    "wshub_webhook_events_failed_total",
+                    "Webhook events dropped after every retry failed.",
+                ),
+                dropped: r.counter(
+                    "wshub_webhook_events_dropped_total",
+                    "Webhook events dropped because the queue was full.",
+                ),
+                request_errors: r.counter(
+                    "wshub_webhook_request_errors_total",
+                    "Webhook POSTs that failed (each retry counts).",
+                ),
+                authorize_latency: r.histogram(
+                    "wshub_webhook_authorize_seconds",
+                    "Time join authorization took.",
+                    LATENCY_BUCKETS,
                 ),
             },
             config_reloads: r.counter(

@@ -20,6 +20,8 @@ pub(crate) struct Node {
     pub(crate) cluster: OnceLock<crate::fanout::ClusterLink>,
     /// Rooms, memberships, client locations, live nodes (in memory for a single node).
     pub(crate) state: OnceLock<Arc<dyn crate::cluster::StateStore>>,
+    /// Event webhooks and join authorization (started with the node).
+    pub(crate) webhooks: OnceLock<crate::webhooks::Webhooks>,
     /// Room history (`rooms.history.size > 0`).
     pub(crate) history: OnceLock<Arc<dyn crate::history::HistoryStore>>,
     pub(crate) started_at_ms: i64,
@@ -92,6 +94,7 @@ impl Node {
             cluster: OnceLock::new(),
             state: OnceLock::new(),
             history: OnceLock::new(),
+            webhooks: OnceLock::new(),
             started_at_ms: crate::cluster::now_ms(),
             limits: LiveLimits::new(&config),
             log_level_reloader: None,
@@ -122,6 +125,18 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner().clone())
     }
 
+    /// Queues a webhook event if the backend subscribed to `kind` (built only then).
+    pub(crate) fn webhook(
+        &self,
+        kind: crate::webhooks::EventKind,
+        client_id: &str,
+        build: impl FnOnce(crate::webhooks::Event) -> crate::webhooks::Event,
+    ) {
+        if let Some(w) = self.webhooks.get().filter(|w| w.wants(kind)) {
+            w.emit(build(crate::webhooks::Event::new(kind, client_id)));
+        }
+    }
+
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -147,6 +162,7 @@ impl Node {
         new.cluster = old.cluster.clone();
         new.log.format = old.log.format;
         new.tracing = old.tracing.clone();
+        new.webhooks = old.webhooks.clone();
         new.admin.max_body_size = old.admin.max_body_size;
         new.version = old.version.clone();
         if let (true, Some(reload)) = (

@@ -279,6 +279,13 @@ impl Server {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         crate::conn::sweeper::start(&node);
+        let _ = node.webhooks.set(crate::webhooks::Webhooks::start(
+            &config.webhooks,
+            node.hub.node_id().as_str(),
+            node.hub.metrics.clone(),
+            node.shutdown.clone(),
+            &node.tasks,
+        ));
         let accept = tokio::spawn(crate::http::accept_loop(node.clone(), listener));
         tracing::info!(addr = %local_addr, node_id = %node.hub.node_id(), "wshub listening");
         Ok(RunningServer {

@@ -41,6 +41,7 @@ use crate::dispatch::{self, Dispatched, HandlerError};
 use crate::ids::ClientId;
 use crate::node::Node;
 use crate::sdk::Client;
+use crate::webhooks::EventKind;
 use crate::wire;
 
 /// How long, after we sent our close frame, we keep reading for the client's reply before
@@ -187,6 +188,7 @@ async fn connect(node: &Arc<Node>, conn: &Arc<ConnHandle>) {
     node.register_client(conn).await;
     tracing::info!(authenticated = conn.is_authenticated(), "client connected");
     node.hooks.connect(&Client::new(node.clone(), conn.clone()));
+    node.webhook(EventKind::Connect, conn.client_id.as_str(), |e| e);
 }
 
 /// Unregisters the client (leaving its rooms) and fires the leave and disconnect hooks.
@@ -195,9 +197,17 @@ fn disconnect(node: &Arc<Node>, conn: &Arc<ConnHandle>, code: u16, reason: &str)
     let left = node.hub.unregister(conn);
     for room in &left {
         node.hooks.leave(&client, room.as_str());
+        node.webhook(EventKind::Leave, conn.client_id.as_str(), |e| {
+            e.in_room(room.as_str())
+        });
     }
     tracing::info!(code, reason, rooms_left = left.len(), "client disconnected");
     node.hooks.disconnect(&client, code, reason);
+    node.webhook(EventKind::Disconnect, conn.client_id.as_str(), |mut e| {
+        e.code = Some(code);
+        e.reason = Some(reason.to_owned());
+        e
+    });
     // The cluster state: memberships, registration, and the bus subscriptions that follow.
     let cleanup = node.clone();
     let client_id = conn.client_id.to_string();

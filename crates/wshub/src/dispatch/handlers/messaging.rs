@@ -14,6 +14,7 @@ use crate::conn::ConnHandle;
 use crate::dispatch::{HandlerResult, Reply};
 use crate::hub::HubError;
 use crate::node::Node;
+use crate::webhooks::EventKind;
 
 /// Only members may post to a room (3003 otherwise): a room's traffic is for its members.
 /// Servers publish to rooms they are not in through the HTTP API or the SDK.
@@ -42,6 +43,11 @@ pub(super) async fn room_message(
             req.idempotency_key.as_deref(),
         )
         .await?;
+    node.webhook(EventKind::RoomMessage, conn.client_id.as_str(), |mut e| {
+        e.content = serde_json::value::to_raw_value(&req.content).ok();
+        e.offset = published.position.as_ref().map(|p| p.offset);
+        e.in_room(&req.room_id)
+    });
     // GoHub sends nothing back for a room message; a client that sets `request_id` gets an
     // ack once the publication is stored (with its offset when the room keeps history).
     if request_id.is_none() {

@@ -2,18 +2,19 @@
 
 use std::sync::Arc;
 
-use wshub_protocol::MessageType;
 use wshub_protocol::messages::{
     CreateRoomRequest, HistoryRequest, JoinRoomRequest, RoomCreated, RoomDeleted, RoomJoined,
     RoomList, RoomMembers, RoomRequest, RoomStatus,
 };
+use wshub_protocol::{ErrorCode, MessageType};
 
 use crate::conn::ConnHandle;
-use crate::dispatch::{HandlerResult, Reply};
+use crate::dispatch::{HandlerError, HandlerResult, Reply};
 use crate::history::Recovery;
 use crate::ids::RoomId;
 use crate::node::Node;
 use crate::sdk::Client;
+use crate::webhooks::{EventKind, JoinDecision};
 
 pub(super) async fn join(
     node: &Arc<Node>,
@@ -21,6 +22,7 @@ pub(super) async fn join(
     req: JoinRoomRequest,
 ) -> HandlerResult {
     let room = RoomId::from(req.room_id);
+    authorize_join(node, conn, room.as_str()).await?;
     let history = node.history_for_rooms();
     let recovering = history.is_some() && req.since.is_some();
     if recovering {
@@ -35,6 +37,9 @@ pub(super) async fn join(
     }
     node.hooks
         .join(&Client::new(node.clone(), conn.clone()), room.as_str());
+    node.webhook(EventKind::Join, conn.client_id.as_str(), |e| {
+        e.in_room(room.as_str())
+    });
     let mut joined = RoomJoined {
         room_id: room.to_string(),
         status: "joined".to_owned(),
@@ -95,6 +100,26 @@ pub(super) async fn join(
     Reply::of(MessageType::RoomJoined, &joined).map(Some)
 }
 
+/// Asks the application's `webhooks.authorize_join`, when there is one.
+async fn authorize_join(node: &Node, conn: &ConnHandle, room: &str) -> Result<(), HandlerError> {
+    let Some(webhooks) = node.webhooks.get() else {
+        return Ok(());
+    };
+    match webhooks
+        .authorize_join(conn.client_id.as_str(), room, conn.info())
+        .await
+    {
+        None | Some(JoinDecision::Allow) => Ok(()),
+        Some(JoinDecision::Deny(reason)) => Err(HandlerError::new(ErrorCode::Forbidden, reason)
+            .with_details(serde_json::json!({ "room_id": room, "by": "authorize_join" }))),
+        Some(JoinDecision::Unavailable(why)) => Err(HandlerError::new(
+            ErrorCode::Timeout,
+            "join authorization is unavailable; try again",
+        )
+        .with_details(why.into())),
+    }
+}
+
 /// Stored publications of a room (`history {room_id, since?, limit?}`).
 pub(super) async fn history(node: &Node, req: HistoryRequest) -> HandlerResult {
     let Some(history) = node.history_for_rooms() else {
@@ -149,6 +174,9 @@ pub(super) async fn leave(
     node.leave_room(&req.room_id, conn).await?;
     node.hooks
         .leave(&Client::new(node.clone(), conn.clone()), &req.room_id);
+    node.webhook(EventKind::Leave, conn.client_id.as_str(), |e| {
+        e.in_room(&req.room_id)
+    });
     status(MessageType::RoomLeft, RoomId::from(req.room_id), "left")
 }
 
