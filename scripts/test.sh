@@ -22,6 +22,11 @@ apt_ensure() {
 apt_ensure nats-server nats-server
 apt_ensure redis-server redis-server
 
+# The JS SDK tests and the browser end-to-end test.
+apt_ensure node nodejs
+apt_ensure npm npm
+apt_ensure chromium chromium
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -36,5 +41,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+log "TypeScript SDK (clients/js) against the wshub binary"
+cargo build --locked --bin wshub
+(cd clients/js && npm ci --no-audit --no-fund && WSHUB_BIN="$PWD/../../target/debug/wshub" npm test)
 
 log "all checks passed"

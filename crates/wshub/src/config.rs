@@ -49,6 +49,9 @@ pub struct ServerConfig {
     /// Empty = any origin (logged as a warning when auth is on). Requests without an `Origin`
     /// header (non-browser clients) are not affected. Live-reloadable.
     pub allowed_origins: Vec<String>,
+    /// A directory served at `/` for paths no other route takes (a demo page, a small app).
+    /// Empty = none. Needs a restart.
+    pub static_dir: String,
     pub hub: HubConfig,
 }
 
@@ -57,6 +60,7 @@ impl Default for ServerConfig {
         ServerConfig {
             addr: "0.0.0.0:8080".into(),
             allowed_origins: Vec::new(),
+            static_dir: String::new(),
             hub: HubConfig::default(),
         }
     }
@@ -516,9 +520,15 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// The top-level keys of [`Config`].
+const SECTIONS: &[&str] = &[
+    "version", "server", "rooms", "cluster", "auth", "admin", "log", "tracing", "webhooks",
+];
+
 /// Keys (and key prefixes ending in `.`) whose change needs a restart.
 pub const RESTART_KEYS: &[&str] = &[
     "server.addr",
+    "server.static_dir",
     "cluster.",
     "tracing.",
     "webhooks.",
@@ -545,8 +555,19 @@ impl ConfigError {
 
 impl Config {
     /// Loads defaults <- `file` (when given) <- `WSHUB_*` environment, then validates.
+    ///
+    /// Only variables naming a section (`WSHUB_SERVER__…`, `WSHUB_AUTH__…`, …) are read:
+    /// others with the prefix are not ours (Kubernetes injects `WSHUB_PORT`,
+    /// `WSHUB_SERVICE_HOST` into every pod when a Service is named `wshub`; scripts set
+    /// `WSHUB_BIN`). Unknown keys inside a section are still errors.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        Config::load_from(file, Env::prefixed("WSHUB_").split("__"))
+        Config::load_from(
+            file,
+            Env::prefixed("WSHUB_").split("__").filter(|key| {
+                let section = key.as_str().split('.').next().unwrap_or("");
+                SECTIONS.iter().any(|s| section.eq_ignore_ascii_case(s))
+            }),
+        )
     }
 
     /// As [`Config::load`] with an explicit environment provider (tests).
@@ -581,6 +602,11 @@ impl Config {
                 &format!("not a host:port address ({e})"),
             );
         }
+        check(
+            self.server.static_dir.is_empty() || Path::new(&self.server.static_dir).is_dir(),
+            "server.static_dir",
+            "is not a directory",
+        );
         let hub = &self.server.hub;
         check(
             hub.message_buffer_cap >= 1,
@@ -954,9 +980,16 @@ log:
         let f = yaml("server:\n  addr: 127.0.0.1:1111\n  hub:\n    message_buffer_cap: 7\n");
         figment::Jail::expect_with(|jail| {
             jail.set_env("WSHUB_SERVER__ADDR", "127.0.0.1:2222");
+            // Not ours: a Kubernetes service link and a script's variable.
+            jail.set_env("WSHUB_PORT", "tcp://10.0.0.1:80");
+            jail.set_env("WSHUB_BIN", "/usr/bin/wshub");
             let c = Config::load(Some(f.path())).map_err(|e| e.to_string())?;
             assert_eq!(c.server.addr, "127.0.0.1:2222");
             assert_eq!(c.server.hub.message_buffer_cap, 7);
+            // A typo inside a section is still refused, by name.
+            jail.set_env("WSHUB_SERVER__ADRR", "x");
+            let err = Config::load(Some(f.path())).unwrap_err().to_string();
+            assert!(err.contains("adrr"), "{err}");
             Ok(())
         });
     }

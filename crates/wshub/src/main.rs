@@ -40,6 +40,9 @@ enum Command {
         /// Listen address, overrides `server.addr`.
         #[arg(long)]
         addr: Option<String>,
+        /// Serve this directory's files at `/` (overrides `server.static_dir`).
+        #[arg(long = "static", value_name = "DIR")]
+        static_dir: Option<String>,
     },
     /// Validate a config file and print the effective configuration (secrets masked).
     ///
@@ -68,7 +71,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config, addr } => serve(config, addr),
+        Command::Serve {
+            config,
+            addr,
+            static_dir,
+        } => serve(config, addr, static_dir),
         Command::CheckConfig { file } => check_config(&file),
         Command::Token {
             user,
@@ -86,12 +93,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(file: Option<PathBuf>, addr: Option<String>) -> anyhow::Result<ExitCode> {
+fn serve(
+    file: Option<PathBuf>,
+    addr: Option<String>,
+    static_dir: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(file.as_deref())?;
     if let Some(addr) = addr {
         config.server.addr = addr;
-        config.validate()?;
     }
+    if let Some(dir) = static_dir {
+        config.server.static_dir = dir;
+    }
+    config.validate()?;
     let telemetry = init_telemetry(&config)?;
     let tracer = telemetry.tracer;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;

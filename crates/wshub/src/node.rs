@@ -159,6 +159,7 @@ impl Node {
         // Keep the running values of restart-only sections, so what `config()` reports is
         // what is actually in effect.
         new.server.addr = old.server.addr.clone();
+        new.server.static_dir = old.server.static_dir.clone();
         new.cluster = old.cluster.clone();
         new.log.format = old.log.format;
         new.tracing = old.tracing.clone();

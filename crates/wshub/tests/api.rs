@@ -416,3 +416,31 @@ async fn openapi_lists_every_route_and_only_real_ones() {
     }
     assert!(doc["components"]["securitySchemes"]["admin"].is_object());
 }
+
+#[tokio::test]
+async fn static_dir_serves_files_beside_the_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "<h1>chat</h1>").unwrap();
+    std::fs::write(dir.path().join("app.js"), "console.log(1)").unwrap();
+    let mut config = Config::default();
+    config.server.static_dir = dir.path().to_string_lossy().into_owned();
+    let api = Api::start(config).await;
+    let get = |path: &str| api.http.get(api.server.http_url(path)).send();
+    let index = get("/").await.unwrap();
+    assert_eq!(index.status(), StatusCode::OK);
+    assert_eq!(index.text().await.unwrap(), "<h1>chat</h1>");
+    let js = get("/app.js").await.unwrap();
+    assert_eq!(js.headers()["content-type"], "text/javascript");
+    assert_eq!(
+        get("/missing.css").await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    // Routes win over files.
+    assert_eq!(get("/health").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(get("/api/stats").await.unwrap().status(), StatusCode::OK);
+
+    let mut bad = Config::default();
+    bad.server.static_dir = "/definitely/not/here".into();
+    let err = bad.validate().unwrap_err();
+    assert!(err.to_string().contains("server.static_dir"), "{err}");
+}

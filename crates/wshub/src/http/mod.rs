@@ -31,15 +31,24 @@ use crate::node::Node;
 pub(crate) struct RemoteAddr(pub(crate) SocketAddr);
 
 pub(crate) fn router(node: Arc<Node>) -> Router {
-    let max_body = node.config().admin.max_body_size;
-    Router::new()
+    let config = node.config();
+    let max_body = config.admin.max_body_size;
+    let router = Router::new()
         .route("/ws", get(upgrade::ws_handler))
         .route("/health", get(health))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics::metrics))
         .nest("/api", api::routes(node.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .with_state(node)
+        .with_state(node);
+    if config.server.static_dir.is_empty() {
+        router
+    } else {
+        // Files for whatever no route above takes (`/` -> index.html).
+        router.fallback_service(tower_http::services::ServeDir::new(
+            &config.server.static_dir,
+        ))
+    }
 }
 
 /// Accepts until the node shuts down. Each TCP connection gets its own hyper HTTP/1 task.
