@@ -350,6 +350,10 @@ impl Node {
         idempotency_key: Option<&str>,
     ) -> Result<Published, PublishError> {
         let accepted = Instant::now();
+        // Before anything is stored: a publication to a room that does not exist fails
+        // without leaving a trace in the history (and a room with no member on this node is
+        // still a room).
+        self.ensure_room(room).await?;
         let Some(history) = self.history_for_rooms() else {
             let frame = self.hub.frame(message_type, data, None)?;
             let delivery = self
@@ -405,6 +409,15 @@ impl Node {
         self.hub.frame(message_type, &*raw, None)
     }
 
+    /// `RoomNotFound` unless the room has local members or is in the registry.
+    async fn ensure_room(&self, room: &str) -> Result<(), PublishError> {
+        if self.hub.has_local_members(room) || self.state().room(room).await?.is_some() {
+            Ok(())
+        } else {
+            Err(HubError::RoomNotFound.into())
+        }
+    }
+
     async fn fan_out_room(
         &self,
         room: &str,
@@ -416,7 +429,14 @@ impl Node {
         let exclude = sender.map_or(Exclude::Nobody, |c| Exclude::Conn(c.conn_id));
         let local = self.deliver_room(room, &frame, exclude, offset, Some(accepted.elapsed()));
         let Some(link) = self.cluster.get() else {
-            return Ok(local?);
+            return match local {
+                // A registered room without members here: delivered to nobody, not an error.
+                Err(HubError::RoomNotFound) => {
+                    self.ensure_room(room).await?;
+                    Ok(Delivery::default())
+                }
+                other => Ok(other?),
+            };
         };
         // In a cluster the room may have members only elsewhere: "not found here" is not an
         // error (the shared room registry decides existence).

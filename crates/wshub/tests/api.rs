@@ -444,3 +444,47 @@ async fn static_dir_serves_files_beside_the_routes() {
     let err = bad.validate().unwrap_err();
     assert!(err.to_string().contains("server.static_dir"), "{err}");
 }
+
+/// A publication to a room that does not exist is refused before it is stored; one to a
+/// registered room without members on this node is stored and acknowledged.
+#[tokio::test]
+async fn room_publication_checks_the_registry_before_the_history() {
+    let mut config = Config::default();
+    config.admin.api_key = KEY.into();
+    config.rooms.history.size = 10;
+    let api = Api::start(config).await;
+    let (status, body) = api
+        .call(
+            M::POST,
+            "/api/broadcast/room",
+            Some(json!({"room_id": "ghost", "message": "m1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(error_code(&body), 3000);
+    let (status, _) = api
+        .call(M::POST, "/api/rooms", Some(json!({"id": "kept"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = api
+        .call(
+            M::POST,
+            "/api/broadcast/room",
+            Some(json!({"room_id": "kept", "message": "k1"})),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+
+    // The refused one left nothing behind; the accepted one is offset 1.
+    let mut c = api.server.raw("reader").await;
+    c.send_text(r#"{"message_type":"join_room","data":{"room_id":"ghost"},"request_id":1}"#)
+        .await;
+    let joined = c.next_json().await;
+    assert_eq!(joined["data"]["offset"], 0, "{joined}");
+    c.send_text(r#"{"message_type":"history","data":{"room_id":"kept"},"request_id":2}"#)
+        .await;
+    let history = c.next_json().await;
+    let publications = history["data"]["publications"].as_array().unwrap();
+    assert_eq!(publications.len(), 1, "{history}");
+    assert_eq!(publications[0]["offset"], 1);
+}

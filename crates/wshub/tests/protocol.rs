@@ -32,6 +32,17 @@ async fn connected_carries_client_and_node_id() {
 }
 
 #[tokio::test]
+async fn ping_without_ts_reports_no_rtt() {
+    let server = TestServer::start(Config::default()).await;
+    let mut raw = server.raw("p").await;
+    raw.send_text(r#"{"message_type":"ping","request_id":8}"#).await;
+    let pong = raw.next_json().await;
+    assert_eq!(pong["data"]["ts"], 0);
+    assert_eq!(pong["data"]["rtt"], 0, "{pong}");
+    assert!(pong["data"]["server_ts"].as_i64().unwrap() > 0);
+}
+
+#[tokio::test]
 async fn ping_pong_with_exact_envelope_shape() {
     let server = TestServer::start(Config::default()).await;
     let mut raw = server.raw("p").await;

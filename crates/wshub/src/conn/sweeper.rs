@@ -43,6 +43,8 @@ fn sweep(node: &Node, ping: &bytes::Bytes) {
     let read_timeout = node.limits.read_timeout().as_millis() as u64;
     let ping_every = config.server.hub.ping_interval.as_millis() as u64;
     let grace_ms = config.auth.expiry_grace.as_millis() as u64;
+    // The same clock skew verification allows (`auth.leeway`).
+    let leeway_ms = config.auth.leeway.as_millis() as u64;
     let now = now_ms();
     let unix_ms = crate::cluster::now_ms().max(0) as u64;
     let (mut queued, mut deepest) = (0, 0);
@@ -59,7 +61,7 @@ fn sweep(node: &Node, ping: &bytes::Bytes) {
             conn.send(ping.clone());
         }
         if let Some(exp) = conn.expires_at() {
-            let exp_ms = exp.saturating_mul(1000);
+            let exp_ms = exp.saturating_mul(1000).saturating_add(leeway_ms);
             if unix_ms < exp_ms {
                 continue;
             }

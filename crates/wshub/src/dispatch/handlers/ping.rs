@@ -11,7 +11,9 @@ pub(super) fn ping(req: PingRequest) -> HandlerResult {
     let pong = Pong {
         ts: req.ts,
         server_ts: now,
-        rtt: now - req.ts,
+        // Without the client's `ts` there is nothing to measure (GoHub answered with the
+        // server's clock as the "rtt").
+        rtt: if req.ts > 0 { now - req.ts } else { 0 },
     };
     Reply::of(MessageType::Pong, &pong).map(Some)
 }
