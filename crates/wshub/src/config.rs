@@ -36,6 +36,7 @@ pub struct Config {
     pub log: LogConfig,
     pub tracing: TracingConfig,
     pub webhooks: WebhooksConfig,
+    pub limits: LimitsConfig,
 }
 
 /// `server.*`
@@ -462,6 +463,50 @@ impl Default for TracingConfig {
     }
 }
 
+/// `limits.*`: admission and rate limits (see `docs/limits.md`). Live-reloadable; 0 = no
+/// limit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Sockets per node; an upgrade beyond it gets HTTP 503. Default 0.
+    pub max_connections: usize,
+    /// Sockets per client IP; beyond it HTTP 429. Default 0.
+    pub max_connections_per_ip: usize,
+    /// New connections per second per client IP (bursts of twice that); beyond it HTTP 429.
+    /// Default 0.
+    pub connects_per_second_per_ip: u32,
+    /// Messages per second per connection; a message beyond it gets error 1005 and is
+    /// dropped. Default 0.
+    pub messages_per_second: u32,
+    /// Messages a connection may send at once before the rate applies. Default 0 (= the rate).
+    pub messages_burst: u32,
+    /// Refused messages in a row after which the connection is closed (1008). Default 10.
+    pub rate_limit_strikes: u32,
+    /// Rooms one connection may be in; a join beyond it gets error 2001. Default 0.
+    pub max_rooms_per_client: usize,
+    /// Deepest nesting of objects/arrays in a message; deeper gets error 1001. Default 32.
+    pub max_json_depth: usize,
+    /// How long a client may take to send its HTTP upgrade request. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            connects_per_second_per_ip: 0,
+            messages_per_second: 0,
+            messages_burst: 0,
+            rate_limit_strikes: 10,
+            max_rooms_per_client: 0,
+            max_json_depth: 32,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// `webhooks.*`: events POSTed to the application, and join authorization (see
 /// `docs/webhooks.md`). Needs a restart.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -523,6 +568,7 @@ impl Default for WebhooksConfig {
 /// The top-level keys of [`Config`].
 const SECTIONS: &[&str] = &[
     "version", "server", "rooms", "cluster", "auth", "admin", "log", "tracing", "webhooks",
+    "limits",
 ];
 
 /// Keys (and key prefixes ending in `.`) whose change needs a restart.
@@ -744,6 +790,16 @@ impl Config {
             self.webhooks.batch_size >= 1 && self.webhooks.queue_size >= 1,
             "webhooks.batch_size",
             "batch_size and queue_size must be at least 1",
+        );
+        check(
+            self.limits.max_json_depth >= 2,
+            "limits.max_json_depth",
+            "must be at least 2 (an envelope with an object in data)",
+        );
+        check(
+            !self.limits.handshake_timeout.is_zero(),
+            "limits.handshake_timeout",
+            "must be more than 0",
         );
         check(
             !self.tracing.export_interval.is_zero(),

@@ -29,6 +29,7 @@ pub mod history;
 mod http;
 mod hub;
 pub mod ids;
+mod limits;
 mod metrics;
 mod node;
 mod reload;

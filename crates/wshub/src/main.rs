@@ -161,7 +161,10 @@ fn init_telemetry(
             .json()
             .flatten_event(true)
             .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        // Colours only on a terminal, not in files and pipes.
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .boxed(),
     };
     let registry = tracing_subscriber::registry().with(logs.with_filter(filter));
     let (spans, tracer) = wshub::telemetry::otlp_layer(&config.tracing)

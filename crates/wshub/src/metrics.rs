@@ -115,6 +115,8 @@ pub(crate) struct Metrics {
     history_errors: IntCounter,
     pub(crate) bus: BusMetrics,
     pub(crate) webhooks: WebhookMetrics,
+    /// Indexed like `Limit::ALL`.
+    rate_limited: Vec<IntCounter>,
     pub(crate) config_reloads: IntCounter,
     pub(crate) config_reload_failures: IntCounter,
     pub(crate) dead_node_cleanups: IntCounter,
@@ -364,6 +366,17 @@ impl Metrics {
                     LATENCY_BUCKETS,
                 ),
             },
+            rate_limited: {
+                let v = r.counter_vec(
+                    "wshub_rate_limited_total",
+                    "Connections and messages refused by a limit (limits.*), by limit.",
+                    &["limit"],
+                );
+                crate::limits::Limit::ALL
+                    .iter()
+                    .map(|l| v.with_label_values(&[l.as_str()]))
+                    .collect()
+            },
             config_reloads: r.counter(
                 "wshub_config_reloads_total",
                 "Configuration reloads applied.",
@@ -421,6 +434,12 @@ impl Metrics {
         }
         if let Some(i) = CLOSE_REASONS.iter().position(|r| *r == label) {
             self.connections_closed[i].inc();
+        }
+    }
+
+    pub(crate) fn limited(&self, limit: crate::limits::Limit) {
+        if let Some(i) = crate::limits::Limit::ALL.iter().position(|l| *l == limit) {
+            self.rate_limited[i].inc();
         }
     }
 

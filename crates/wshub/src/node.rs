@@ -22,6 +22,8 @@ pub(crate) struct Node {
     pub(crate) state: OnceLock<Arc<dyn crate::cluster::StateStore>>,
     /// Event webhooks and join authorization (started with the node).
     pub(crate) webhooks: OnceLock<crate::webhooks::Webhooks>,
+    /// Sockets held per node and per IP, and connect rates (`limits.*`).
+    pub(crate) admission: Arc<crate::limits::Admission>,
     /// Room history (`rooms.history.size > 0`).
     pub(crate) history: OnceLock<Arc<dyn crate::history::HistoryStore>>,
     pub(crate) started_at_ms: i64,
@@ -95,6 +97,7 @@ impl Node {
             state: OnceLock::new(),
             history: OnceLock::new(),
             webhooks: OnceLock::new(),
+            admission: Arc::default(),
             started_at_ms: crate::cluster::now_ms(),
             limits: LiveLimits::new(&config),
             log_level_reloader: None,

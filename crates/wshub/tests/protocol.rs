@@ -35,7 +35,8 @@ async fn connected_carries_client_and_node_id() {
 async fn ping_without_ts_reports_no_rtt() {
     let server = TestServer::start(Config::default()).await;
     let mut raw = server.raw("p").await;
-    raw.send_text(r#"{"message_type":"ping","request_id":8}"#).await;
+    raw.send_text(r#"{"message_type":"ping","request_id":8}"#)
+        .await;
     let pong = raw.next_json().await;
     assert_eq!(pong["data"]["ts"], 0);
     assert_eq!(pong["data"]["rtt"], 0, "{pong}");

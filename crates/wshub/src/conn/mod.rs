@@ -39,6 +39,7 @@ use reader::{FrameReader, Incoming, ReadError};
 use crate::auth::{Identity, Permissions};
 use crate::dispatch::{self, Dispatched, HandlerError};
 use crate::ids::ClientId;
+use crate::limits::{Limit, MessageRate, Verdict, json_too_deep};
 use crate::node::Node;
 use crate::sdk::Client;
 use crate::webhooks::EventKind;
@@ -325,6 +326,43 @@ async fn authenticate_first(
     }
 }
 
+/// Applies `limits.messages_per_second` and `limits.max_json_depth` to one inbound message;
+/// false = it was answered with an error (or the connection is closing) and must not be
+/// handled.
+fn admit_message(node: &Node, conn: &ConnHandle, rate: &mut MessageRate, msg: &[u8]) -> bool {
+    let config = node.config();
+    let limits = &config.limits;
+    let refused = match rate.check(limits) {
+        Verdict::Accept => {
+            if !json_too_deep(msg, limits.max_json_depth) {
+                return true;
+            }
+            node.hub.metrics.limited(Limit::JsonDepth);
+            HandlerError::new(ErrorCode::InvalidFormat, "message nested too deeply")
+                .with_details(serde_json::json!({ "max_json_depth": limits.max_json_depth }))
+        }
+        Verdict::Refuse => {
+            node.hub.metrics.limited(Limit::MessageRate);
+            HandlerError::new(ErrorCode::RateLimited, "too many messages: slow down").with_details(
+                serde_json::json!({ "messages_per_second": limits.messages_per_second }),
+            )
+        }
+        Verdict::Close => {
+            node.hub.metrics.limited(Limit::MessageRate);
+            tracing::info!("closing: kept sending over the message rate limit");
+            conn.close(close::POLICY, "rate limit exceeded");
+            return false;
+        }
+    };
+    // The request id, if the message has one, so the client can match the refusal.
+    let correlation = InboundEnvelope::decode(msg)
+        .ok()
+        .and_then(|e| e.correlation_id())
+        .filter(|_| refused.code != ErrorCode::InvalidFormat);
+    dispatch::send_error(node, conn, &refused, correlation);
+    false
+}
+
 enum Ended {
     Closed,
     /// The anonymous connection authenticated as another client id.
@@ -342,6 +380,7 @@ async fn read_loop(
 ) -> Ended {
     // No timers here: the node's sweeper (`conn::sweeper`) handles the read timeout, pings and
     // token expiry for every connection, so an idle connection's task is just this select.
+    let mut rate = MessageRate::new();
     loop {
         tokio::select! {
             biased;
@@ -350,6 +389,9 @@ async fn read_loop(
                 conn.last_seen_ms.store(handle::now_ms(), std::sync::atomic::Ordering::Relaxed);
                 match next {
                     Ok(Incoming::Text(msg) | Incoming::Binary(msg)) => {
+                        if !admit_message(node, conn, &mut rate, &msg) {
+                            continue;
+                        }
                         // A trace per message: the exporter does not see the `conn` span (see
                         // `telemetry`), so this is a root there, while logs keep `conn`'s fields.
                         let span = tracing::debug_span!(

@@ -83,6 +83,7 @@ fn sweep(node: &Node, ping: &bytes::Bytes) {
             }
         }
     }
+    node.admission.forget_idle(&config.limits);
     node.hub.metrics.queue_frames.set(queued as i64);
     node.hub.metrics.queue_max.set(deepest as i64);
 }

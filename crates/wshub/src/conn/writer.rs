@@ -72,7 +72,7 @@ pub(super) async fn run(
         .unwrap_or((close::GOING_AWAY, close::reason::SHUTDOWN));
     let _ = timeout(cfg.write_timeout.min(Duration::from_secs(2)), async {
         queue.close();
-        if code != close::POLICY {
+        if reason != close::reason::SLOW_CONSUMER {
             let mut backlog = queue.drain();
             write_all_vectored(&mut wr, &mut backlog).await?;
         }

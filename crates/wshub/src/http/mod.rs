@@ -68,6 +68,7 @@ pub(crate) async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
             },
         };
         let _ = tcp.set_nodelay(true);
+        let handshake_timeout = node.config().limits.handshake_timeout;
         let router = router.clone();
         let shutdown = node.shutdown.clone();
         node.tasks.spawn(async move {
@@ -78,6 +79,9 @@ pub(crate) async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
                 },
             );
             let conn = hyper::server::conn::http1::Builder::new()
+                // A client that opens a socket and never finishes its request is dropped.
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(handshake_timeout)
                 .serve_connection(TokioIo::new(tcp), service)
                 .with_upgrades();
             tokio::pin!(conn);

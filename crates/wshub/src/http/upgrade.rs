@@ -16,6 +16,7 @@ use super::RemoteAddr;
 use crate::auth::{Identity, Permissions};
 use crate::conn::{self, Start};
 use crate::ids::ClientId;
+use crate::limits::Limit;
 use crate::metrics::AuthSource;
 use crate::node::Node;
 
@@ -57,6 +58,31 @@ pub(super) async fn ws_handler(
     let Some(remote) = req.extensions().get::<RemoteAddr>().map(|r| r.0) else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
+    let slot = match node.admission.admit(remote.ip(), &config.limits) {
+        Ok(slot) => slot,
+        Err(limit) => {
+            node.hub.metrics.limited(limit);
+            tracing::info!(%remote, limit = limit.as_str(), "upgrade refused by a limit");
+            let (status, text) = match limit {
+                Limit::Connections => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Service Unavailable: this node is at limits.max_connections",
+                ),
+                Limit::ConnectionsPerIp => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too Many Requests: too many connections from this address",
+                ),
+                _ => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too Many Requests: connecting too fast from this address",
+                ),
+            };
+            let mut res = (status, text).into_response();
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return res;
+        }
+    };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return (
             StatusCode::BAD_REQUEST,
@@ -67,6 +93,8 @@ pub(super) async fn ws_handler(
 
     let task_node = node.clone();
     node.tasks.spawn(async move {
+        // Held until the connection ends.
+        let _slot = slot;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {

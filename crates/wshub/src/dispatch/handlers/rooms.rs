@@ -22,6 +22,16 @@ pub(super) async fn join(
     req: JoinRoomRequest,
 ) -> HandlerResult {
     let room = RoomId::from(req.room_id);
+    let max_rooms = node.config().limits.max_rooms_per_client;
+    if max_rooms > 0 && conn.room_list().len() >= max_rooms {
+        node.hub
+            .metrics
+            .limited(crate::limits::Limit::RoomsPerClient);
+        return Err(
+            HandlerError::new(ErrorCode::Forbidden, "in too many rooms: leave one first")
+                .with_details(serde_json::json!({ "max_rooms_per_client": max_rooms })),
+        );
+    }
     authorize_join(node, conn, room.as_str()).await?;
     let history = node.history_for_rooms();
     let recovering = history.is_some() && req.since.is_some();
