@@ -46,4 +46,7 @@ log "TypeScript SDK (clients/js) against the wshub binary"
 cargo build --locked --bin wshub
 (cd clients/js && npm ci --no-audit --no-fund && WSHUB_BIN="$PWD/../../target/debug/wshub" npm test)
 
+log "browser end-to-end: the chat demo in two Chromium pages on two nodes (screenshots in target/e2e/)"
+(cd e2e && npm ci --no-audit --no-fund && WSHUB_BIN="$PWD/../target/debug/wshub" npm test)
+
 log "all checks passed"
