@@ -33,5 +33,7 @@ pub mod reason {
     pub const IDLE_TIMEOUT: &str = "read timeout";
     pub const REPLACED: &str = "replaced by a newer connection";
     pub const SHUTDOWN: &str = "server shutting down";
+    /// Graceful drain: the client should reconnect (to another node, through the balancer).
+    pub const DRAINING: &str = "server shutting down: reconnect";
     pub const KICKED: &str = "disconnected by server";
 }

@@ -37,6 +37,7 @@ pub struct Config {
     pub tracing: TracingConfig,
     pub webhooks: WebhooksConfig,
     pub limits: LimitsConfig,
+    pub shutdown: ShutdownConfig,
 }
 
 /// `server.*`
@@ -463,6 +464,28 @@ impl Default for TracingConfig {
     }
 }
 
+/// `shutdown.*`: the graceful drain on SIGTERM/SIGINT. Live-reloadable.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Connections are closed (1001, "reconnect") evenly over this period, so they do not
+    /// all reconnect to the other nodes at once. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub drain_period: Duration,
+    /// Hard stop this long after the signal, whatever is left. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_period: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// `limits.*`: admission and rate limits (see `docs/limits.md`). Live-reloadable; 0 = no
 /// limit.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -568,7 +591,7 @@ impl Default for WebhooksConfig {
 /// The top-level keys of [`Config`].
 const SECTIONS: &[&str] = &[
     "version", "server", "rooms", "cluster", "auth", "admin", "log", "tracing", "webhooks",
-    "limits",
+    "limits", "shutdown",
 ];
 
 /// Keys (and key prefixes ending in `.`) whose change needs a restart.
@@ -790,6 +813,11 @@ impl Config {
             self.webhooks.batch_size >= 1 && self.webhooks.queue_size >= 1,
             "webhooks.batch_size",
             "batch_size and queue_size must be at least 1",
+        );
+        check(
+            self.shutdown.timeout > self.shutdown.drain_period,
+            "shutdown.timeout",
+            "must be longer than shutdown.drain_period",
         );
         check(
             self.limits.max_json_depth >= 2,

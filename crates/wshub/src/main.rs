@@ -126,8 +126,16 @@ fn serve(
                 .with_context(|| format!("watching {}", file.display()))?;
         }
         shutdown_signal().await;
-        tracing::info!("shutting down");
-        running.shutdown(Duration::from_secs(10)).await;
+        let current = running.handle().config();
+        let (drain, hard_stop) = (current.shutdown.drain_period, current.shutdown.timeout);
+        tracing::info!(drain_period = ?drain, timeout = ?hard_stop, "shutting down gracefully; a second signal stops at once");
+        tokio::select! {
+            _ = running.drain(drain, hard_stop) => {}
+            _ = tokio::time::sleep(hard_stop + Duration::from_secs(1)) => {
+                tracing::warn!("shutdown.timeout reached; stopping now");
+            }
+            _ = shutdown_signal() => tracing::warn!("second signal; stopping now"),
+        }
         Ok::<_, anyhow::Error>(())
     })?;
     if let Some(tracer) = tracer

@@ -33,6 +33,9 @@ pub(crate) struct Node {
     pub(crate) hooks: Hooks,
     /// Cancelled when the node shuts down: the accept loop stops, connections close (1001).
     pub(crate) shutdown: CancellationToken,
+    /// Cancelled when a graceful drain starts: `/health/ready` says 503 and new WebSocket
+    /// upgrades are refused while the open connections are closed a few at a time.
+    pub(crate) draining: CancellationToken,
     /// Every task the node spawns, so shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
     pub(crate) started: Instant,
@@ -106,6 +109,7 @@ impl Node {
             custom_handlers,
             hooks,
             shutdown: CancellationToken::new(),
+            draining: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Instant::now(),
             next_conn_id: AtomicU64::new(1),

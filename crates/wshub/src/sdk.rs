@@ -319,6 +319,34 @@ impl RunningServer {
 
     /// Stops accepting, closes every connection with 1001, and waits (up to `timeout`) for
     /// connection tasks to finish.
+    /// Graceful drain, then shutdown: `/health/ready` turns 503 and new upgrades are refused
+    /// at once; open connections are closed with 1001 and a reconnect hint a few at a time,
+    /// spread evenly over `drain_period` so they do not all land on the other nodes in the
+    /// same instant; then the node leaves the cluster and its bus connection is flushed and
+    /// closed. Everything is cut short at `timeout` after the start.
+    pub async fn drain(self, drain_period: Duration, timeout: Duration) {
+        let node = self.handle.node.clone();
+        let started = tokio::time::Instant::now();
+        node.draining.cancel();
+        let clients = node.hub.clients_snapshot();
+        tracing::info!(clients = clients.len(), drain_period = ?drain_period, "draining");
+        let spread = drain_period.min(timeout.mul_f64(0.8));
+        let n = clients.len().max(1) as u32;
+        for (i, conn) in clients.iter().enumerate() {
+            let due = started + spread * i as u32 / n;
+            if due > tokio::time::Instant::now() {
+                tokio::time::sleep_until(due).await;
+            }
+            conn.close(
+                wshub_protocol::close::GOING_AWAY,
+                wshub_protocol::close::reason::DRAINING,
+            );
+        }
+        let left = timeout.saturating_sub(started.elapsed());
+        self.shutdown(left.max(Duration::from_millis(100))).await;
+        tracing::info!(took = ?started.elapsed(), "drained");
+    }
+
     pub async fn shutdown(self, timeout: Duration) {
         let node = self.handle.node.clone();
         self.handle.shutdown();
@@ -485,6 +513,11 @@ impl ServerHandle {
             self.node.hub.metrics.config_reloads.get(),
             self.node.hub.metrics.config_reload_failures.get(),
         )
+    }
+
+    /// Whether a drain or shutdown has started.
+    pub fn is_draining(&self) -> bool {
+        self.node.draining.is_cancelled() || self.node.shutdown.is_cancelled()
     }
 
     /// Starts shutting down: stop accepting, close every connection with 1001.

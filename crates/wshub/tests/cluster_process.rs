@@ -530,3 +530,102 @@ async fn one_trace_spans_both_nodes_over_the_bus() {
         .unwrap_or_else(|| panic!("no local deliver under ws.message in {trace:#?}"));
     assert_eq!(delivered_a.attributes["node_id"], "trace-a");
 }
+
+/// SIGTERM drains: readiness turns 503 and new upgrades are refused at once, open
+/// connections get 1001 with a reconnect hint spread over `drain_period`, the process exits
+/// 0 and leaves the cluster registry; the other node keeps serving.
+#[tokio::test]
+async fn sigterm_drains_gracefully() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let nats = Broker::nats();
+    let url = nats.url();
+    let yaml = |node: &str| {
+        format!(
+            "cluster:\n  enabled: true\n  bus_type: nats\n  node_id: {node}\n  nats:\n    urls: [\"{url}\"]\n\
+             shutdown:\n  drain_period: 2s\n  timeout: 10s\n"
+        )
+    };
+    let mut a = spawn(&yaml("drain-a"));
+    let b = spawn(&yaml("drain-b"));
+    wait_bus_connected(a.port).await;
+    wait_bus_connected(b.port).await;
+    until("both nodes listed", WAIT, async || {
+        live_nodes(b.port).await.len() == 2
+    })
+    .await;
+
+    // 20 clients on A, each recording when and how it was closed.
+    let mut closes = Vec::new();
+    for i in 0..20 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+            "ws://127.0.0.1:{}/ws?client_id=d{i}",
+            a.port
+        ))
+        .await
+        .unwrap();
+        closes.push(tokio::spawn(async move {
+            while let Some(msg) = ws.next().await {
+                if let Ok(Message::Close(frame)) = msg {
+                    let frame = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                    return (Instant::now(), frame);
+                }
+            }
+            (Instant::now(), None)
+        }));
+    }
+    let ready = |port: u16| async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/health/ready"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(ready(a.port).await, 200);
+
+    let signalled = Instant::now();
+    let pid = a.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    until("A reports not ready", WAIT, async || {
+        ready(a.port).await == 503
+    })
+    .await;
+    let refused = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", a.port)).await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 503),
+        "a new upgrade during the drain must be refused with 503: {refused:?}"
+    );
+
+    let mut times = Vec::new();
+    for c in closes {
+        let (at, frame) = c.await.unwrap();
+        let (code, reason) = frame.expect("a close frame, not a dropped socket");
+        assert_eq!(code, 1001);
+        assert!(reason.contains("reconnect"), "{reason}");
+        times.push(at.duration_since(signalled));
+    }
+    times.sort();
+    // Spread over the 2 s drain period rather than all at once.
+    let spread = times[times.len() - 1] - times[0];
+    assert!(
+        spread >= Duration::from_millis(1000),
+        "closes not spread: {times:?}"
+    );
+
+    let status = tokio::task::spawn_blocking(move || a.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    // Left the registry on the way out (not by TTL expiry: node_ttl is 30 s by default).
+    until("B no longer lists A", Duration::from_secs(5), async || {
+        live_nodes(b.port).await == vec!["drain-b".to_owned()]
+    })
+    .await;
+    assert_eq!(ready(b.port).await, 200);
+}

@@ -26,6 +26,7 @@
 mod common;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -255,17 +256,17 @@ fn message_type() -> BoxedStrategy<Option<Value>> {
 /// every other JSON type, or absent.
 fn id_value() -> BoxedStrategy<Option<Value>> {
     prop_oneof![
-        8 => (1i64..SENTINEL_BASE).prop_map(|i| Some(Value::from(i))),
+        // Valid: an integer (0 and negatives included) or null.
+        24 => (1i64..SENTINEL_BASE).prop_map(|i| Some(Value::from(i))),
         2 => (-1_000_000i64..=-1).prop_map(|i| Some(Value::from(i))),
         1 => Just(Some(Value::from(0))),
         1 => Just(Some(Value::from(i64::MIN))),
-        1 => Just(Some(Value::from(u64::MAX))),
-        1 => Just(Some(Value::from(7.0))),
-        1 => Just(Some(Value::from(1.5))),
-        1 => Just(Some(Value::from("7"))),
         1 => Just(Some(Value::Null)),
-        1 => json_value().prop_map(Some),
-        6 => Just(None),
+        12 => Just(None),
+        // Invalid (error 1002): not an integer, or out of the i64 range.
+        1 => Just(Some(Value::from(u64::MAX))),
+        1 => prop::sample::select(vec![7.0, 1.5, -0.0, 1e300]).prop_map(|f| Some(Value::from(f))),
+        1 => prop_oneof![Just(Value::from("7")), json_value()].prop_map(Some),
     ]
     .boxed()
 }
@@ -285,10 +286,64 @@ struct EnvelopeSpec {
     corrupt: Option<prop::sample::Index>,
 }
 
+/// A request the server can carry out: an inbound type with the `data` it needs (rooms and
+/// clients from small sets, so joins, messages, kicks and deletes meet each other).
+fn well_formed() -> BoxedStrategy<(Option<Value>, Data)> {
+    let room = || {
+        prop_oneof![
+            9 => prop::sample::select(vec!["lobby", "r1", "r2", "r3"]).prop_map(Value::from),
+            1 => "\\PC{1,12}".prop_map(Value::from),
+        ]
+    };
+    let client =
+        || prop::sample::select(vec![FUZZ_ID, BYSTANDER_ID, "nobody"]).prop_map(Value::from);
+    let request = prop_oneof![
+        2 => prop::option::of(0i64..2_000_000_000_000)
+            .prop_map(|ts| ("ping", ts.map_or(json!({}), |ts| json!({"ts": ts})))),
+        5 => (room(), prop::option::weighted(0.2, (any::<u64>(), "[a-z0-9]{0,8}")))
+            .prop_map(|(room, since)| match since {
+                Some((offset, epoch)) => (
+                    "join_room",
+                    json!({"room_id": room, "since": {"offset": offset, "epoch": epoch}}),
+                ),
+                None => ("join_room", json!({"room_id": room})),
+            }),
+        2 => room().prop_map(|room| ("leave_room", json!({"room_id": room}))),
+        1 => room().prop_map(|room| ("delete_room", json!({"room_id": room}))),
+        1 => room().prop_map(|room| ("room_members", json!({"room_id": room}))),
+        1 => (room(), prop::option::of("\\PC{0,12}"), prop::option::of(0u32..4)).prop_map(
+            |(room, name, max)| ("create_room", json!({"room_id": room, "name": name, "max_clients": max}))
+        ),
+        1 => Just(("list_rooms", json!({}))),
+        1 => (room(), prop::option::of(0u64..10), prop::option::of(0usize..10)).prop_map(
+            |(room, since, limit)| ("history", json!({"room_id": room, "since": since, "limit": limit}))
+        ),
+        1 => (room(), client()).prop_map(|(room, c)| ("kick", json!({"room_id": room, "client_id": c}))),
+        6 => (room(), json_value(), prop::option::weighted(0.2, "[a-z]{1,4}")).prop_map(
+            |(room, content, key)| match key {
+                Some(key) => (
+                    "room_message",
+                    json!({"room_id": room, "content": content, "idempotency_key": key}),
+                ),
+                None => ("room_message", json!({"room_id": room, "content": content})),
+            }
+        ),
+        2 => (client(), json_value())
+            .prop_map(|(c, content)| ("direct_message", json!({"target_id": c, "content": content}))),
+        1 => json_value().prop_map(|content| ("broadcast", json!({"content": content}))),
+        1 => "[A-Za-z0-9._-]{0,40}".prop_map(|token| ("authenticate", json!({"token": token}))),
+    ];
+    request
+        .prop_map(|(t, data)| (Some(Value::from(t)), Data::Value(data)))
+        .boxed()
+}
+
 fn envelope_spec() -> impl Strategy<Value = EnvelopeSpec> {
     (
-        message_type(),
-        data(),
+        prop_oneof![
+            1 => (message_type(), data()),
+            1 => well_formed(),
+        ],
         id_value(),
         id_value(),
         prop::option::weighted(
@@ -303,7 +358,15 @@ fn envelope_spec() -> impl Strategy<Value = EnvelopeSpec> {
         prop::option::weighted(0.3, any::<prop::sample::Index>()),
     )
         .prop_map(
-            |(message_type, data, request_id, message_id, extra, pad_to_limit, binary, corrupt)| {
+            |(
+                (message_type, data),
+                request_id,
+                message_id,
+                extra,
+                pad_to_limit,
+                binary,
+                corrupt,
+            )| {
                 EnvelopeSpec {
                     message_type,
                     data,
@@ -496,7 +559,7 @@ fn expectation(bytes: &[u8]) -> Expect {
             use MessageType as T;
             let reply = match MessageType::parse(&env.message_type) {
                 Some(T::Ping) => Some("pong"),
-                Some(T::JoinRoom) => Some("room_joined"),
+                Some(T::JoinRoom) => Some("room_joinedX"),
                 Some(T::LeaveRoom) => Some("room_left"),
                 Some(T::CreateRoom) => Some("room_created"),
                 Some(T::DeleteRoom) => Some("room_deleted"),
@@ -724,6 +787,8 @@ struct State {
     bytes: u64,
     binary: u64,
     cases: u32,
+    /// Frames received, by `message_type` (and error code).
+    answers: BTreeMap<String, u64>,
 }
 
 impl State {
@@ -798,6 +863,11 @@ impl State {
                 if frame.request_id.is_some_and(|r| r >= SENTINEL_BASE) {
                     return Err(format!("answer to another sentinel: {}", frame.text));
                 }
+                let key = match frame.code {
+                    Some(code) if frame.message_type == "error" => format!("error {code}"),
+                    _ => frame.message_type.clone(),
+                };
+                *self.answers.entry(key).or_default() += 1;
                 window.push(frame);
             }
             check_window(w.bytes(), &window)?;
@@ -867,6 +937,7 @@ fn random_envelopes_over_real_sockets() {
             bytes: 0,
             binary: 0,
             cases: 0,
+            answers: BTreeMap::new(),
         })
     });
 
@@ -913,12 +984,13 @@ fn random_envelopes_over_real_sockets() {
     let panicked = panics.lock().unwrap().clone();
     assert!(panicked.is_empty(), "panics in the process: {panicked:#?}");
     eprintln!(
-        "random_input: {} cases, {} messages ({} binary, {} bytes) in {:.1?}",
+        "random_input: {} cases, {} messages ({} binary, {} bytes) in {:.1?}; frames back: {:?}",
         state.cases,
         state.messages,
         state.binary,
         state.bytes,
-        started.elapsed()
+        started.elapsed(),
+        state.answers
     );
     rt.block_on(async move { drop(state) });
     rt.shutdown_timeout(Duration::from_secs(5));

@@ -134,7 +134,7 @@ struct Readiness {
 /// connections (bus connected, or no bus; not draining), 503 otherwise. A degraded node still
 /// serves the connections it has (that is `/health`, liveness).
 async fn ready(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    let draining = node.shutdown.is_cancelled();
+    let draining = node.draining.is_cancelled() || node.shutdown.is_cancelled();
     let bus = node
         .bus_status()
         .map_or(crate::bus::BusState::Connected, |(_, s)| s);
@@ -157,7 +157,7 @@ async fn ready(State(node): State<Arc<Node>>) -> impl IntoResponse {
 /// Liveness plus a summary: 200 while serving (`status` is `degraded` when the bus is down,
 /// since local traffic still flows), 503 once draining.
 async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    let draining = node.shutdown.is_cancelled();
+    let draining = node.draining.is_cancelled() || node.shutdown.is_cancelled();
     let (kind, bus_state) = node
         .bus_status()
         .map_or(("local", crate::bus::BusState::Connected), |(k, s)| (k, s));

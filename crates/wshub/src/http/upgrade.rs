@@ -34,6 +34,16 @@ pub(super) async fn ws_handler(
         Ok(key) => key,
         Err(rejection) => return rejection,
     };
+    if node.draining.is_cancelled() || node.shutdown.is_cancelled() {
+        let mut res = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable: this node is shutting down; connect to another one",
+        )
+            .into_response();
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return res;
+    }
     let config = node.config();
     if !origin_allowed(req.headers(), &config.server.allowed_origins) {
         return (StatusCode::FORBIDDEN, "Forbidden: origin not allowed").into_response();
