@@ -108,6 +108,21 @@ pub struct HubConfig {
     pub read_buffer_size: usize,
     /// Most bytes coalesced into one vectored write. Default 64 KiB. (GoHub key.)
     pub write_buffer_size: usize,
+    /// Most bytes waiting in one connection's outbound queue (with `message_buffer_cap`,
+    /// whichever is reached first). Default 4 MiB.
+    pub max_queued_bytes: usize,
+    /// A full queue: `disconnect` the client (close 1008, the default: it would miss
+    /// messages) or `drop_oldest` frames to make room (for lossy feeds such as tickers).
+    pub slow_consumer_policy: SlowConsumerPolicy,
+}
+
+/// What a full outbound queue does.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumerPolicy {
+    #[default]
+    Disconnect,
+    DropOldest,
 }
 
 impl Default for HubConfig {
@@ -120,6 +135,8 @@ impl Default for HubConfig {
             message_buffer_cap: 256,
             read_buffer_size: 4 * 1024,
             write_buffer_size: 64 * 1024,
+            max_queued_bytes: 4 * 1024 * 1024,
+            slow_consumer_policy: SlowConsumerPolicy::Disconnect,
         }
     }
 }

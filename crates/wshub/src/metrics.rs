@@ -103,6 +103,7 @@ pub(crate) struct Metrics {
     pub(crate) queue_frames: IntGauge,
     pub(crate) queue_max: IntGauge,
     slow_consumers: IntCounter,
+    pub(crate) dropped_frames: IntCounter,
     /// Indexed like `ErrorCode::ALL`.
     errors: Vec<IntCounter>,
     /// `[source][success, failure]`.
@@ -279,6 +280,10 @@ impl Metrics {
             slow_consumers: r.counter(
                 "wshub_slow_consumer_disconnects_total",
                 "Connections closed because their outbound queue was full (close 1008).",
+            ),
+            dropped_frames: r.counter(
+                "wshub_dropped_frames_total",
+                "Old frames dropped from full queues (slow_consumer_policy: drop_oldest).",
             ),
             errors: ErrorCode::ALL
                 .iter()

@@ -559,7 +559,7 @@ fn expectation(bytes: &[u8]) -> Expect {
             use MessageType as T;
             let reply = match MessageType::parse(&env.message_type) {
                 Some(T::Ping) => Some("pong"),
-                Some(T::JoinRoom) => Some("room_joinedX"),
+                Some(T::JoinRoom) => Some("room_joined"),
                 Some(T::LeaveRoom) => Some("room_left"),
                 Some(T::CreateRoom) => Some("room_created"),
                 Some(T::DeleteRoom) => Some("room_deleted"),

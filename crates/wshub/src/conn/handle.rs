@@ -160,7 +160,7 @@ impl ConnHandle {
             return SendOutcome::Closed;
         }
         match self.queue.try_push(frame) {
-            Ok(()) => SendOutcome::Queued,
+            Ok(_) => SendOutcome::Queued,
             Err(PushError::Full) => {
                 tracing::warn!(client_id = %self.client_id, "slow consumer: outbound queue full, disconnecting");
                 self.close(close::POLICY, close::reason::SLOW_CONSUMER);

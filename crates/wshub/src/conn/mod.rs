@@ -89,7 +89,12 @@ async fn run(
     let config = node.config();
     let cfg = &config.server.hub;
     let (mut rd, wr) = stream.into_split();
-    let queue = Arc::new(queue::OutQueue::new(cfg.message_buffer_cap.max(1)));
+    let queue = Arc::new(queue::OutQueue::bounded(
+        cfg.message_buffer_cap.max(1),
+        cfg.max_queued_bytes,
+        (cfg.slow_consumer_policy == crate::config::SlowConsumerPolicy::DropOldest)
+            .then(|| node.hub.metrics.dropped_frames.clone()),
+    ));
     let control = Arc::new(ConnControl::new());
     let writer = node.tasks.spawn(writer::run(
         wr,

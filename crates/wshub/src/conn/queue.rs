@@ -21,6 +21,11 @@ pub(crate) enum PushError {
 pub(crate) struct OutQueue {
     inner: Mutex<Inner>,
     cap: usize,
+    /// Most bytes queued (frames with headers).
+    max_bytes: usize,
+    /// Full queue: drop the oldest frames for the new one instead of refusing it; counted
+    /// here (`wshub_dropped_frames_total`).
+    drop_oldest: Option<prometheus::IntCounter>,
     /// Wakes the writer (a permit is kept if it is not waiting yet).
     readable: Notify,
     /// Wakes a producer waiting for room (`push`).
@@ -29,6 +34,7 @@ pub(crate) struct OutQueue {
 
 struct Inner {
     frames: VecDeque<Bytes>,
+    bytes: usize,
     closed: bool,
 }
 
@@ -36,13 +42,27 @@ struct Inner {
 const KEEP: usize = 8;
 
 impl OutQueue {
+    #[cfg(test)]
     pub(crate) fn new(cap: usize) -> Self {
+        OutQueue::bounded(cap, usize::MAX, None)
+    }
+
+    /// A queue of at most `cap` frames and `max_bytes` bytes; when full, `drop_oldest`
+    /// makes room by dropping the oldest frames (a lossy feed) instead of refusing.
+    pub(crate) fn bounded(
+        cap: usize,
+        max_bytes: usize,
+        drop_oldest: Option<prometheus::IntCounter>,
+    ) -> Self {
         OutQueue {
             inner: Mutex::new(Inner {
                 frames: VecDeque::new(),
+                bytes: 0,
                 closed: false,
             }),
             cap: cap.max(1),
+            max_bytes: max_bytes.max(1),
+            drop_oldest,
             readable: Notify::new(),
             writable: Notify::new(),
         }
@@ -53,20 +73,40 @@ impl OutQueue {
         self.inner.lock().map_or(0, |i| i.frames.len())
     }
 
-    /// Queues a frame if there is room; never waits.
-    pub(crate) fn try_push(&self, frame: Bytes) -> Result<(), PushError> {
+    fn full(&self, inner: &Inner, incoming: usize) -> bool {
+        inner.frames.len() >= self.cap
+            || (!inner.frames.is_empty() && inner.bytes + incoming > self.max_bytes)
+    }
+
+    /// Queues a frame if there is room; never waits. Returns how many old frames were
+    /// dropped to make room (always 0 unless the queue drops oldest).
+    pub(crate) fn try_push(&self, frame: Bytes) -> Result<usize, PushError> {
+        let mut dropped = 0;
         {
             let mut inner = self.inner.lock().map_err(|_| PushError::Closed)?;
             if inner.closed {
                 return Err(PushError::Closed);
             }
-            if inner.frames.len() >= self.cap {
-                return Err(PushError::Full);
+            while self.full(&inner, frame.len()) {
+                if self.drop_oldest.is_none() {
+                    return Err(PushError::Full);
+                }
+                match inner.frames.pop_front() {
+                    Some(old) => {
+                        inner.bytes -= old.len();
+                        dropped += 1;
+                    }
+                    None => break,
+                }
             }
+            inner.bytes += frame.len();
             inner.frames.push_back(frame);
         }
         self.readable.notify_one();
-        Ok(())
+        if let Some(counter) = self.drop_oldest.as_ref().filter(|_| dropped > 0) {
+            counter.inc_by(dropped as u64);
+        }
+        Ok(dropped)
     }
 
     /// Queues a frame, waiting for room (used for recovery replays, with a timeout around it).
@@ -92,9 +132,10 @@ impl OutQueue {
             if inner.closed {
                 return Err((PushError::Closed, frame));
             }
-            if inner.frames.len() >= self.cap {
+            if self.full(&inner, frame.len()) {
                 return Err((PushError::Full, frame));
             }
+            inner.bytes += frame.len();
             inner.frames.push_back(frame);
         }
         self.readable.notify_one();
@@ -121,6 +162,7 @@ impl OutQueue {
                             break;
                         };
                         bytes += f.len();
+                        inner.bytes -= f.len();
                         out.push(f);
                     }
                     if inner.frames.is_empty() && inner.frames.capacity() > KEEP {
@@ -142,7 +184,10 @@ impl OutQueue {
     pub(crate) fn drain(&self) -> Vec<Bytes> {
         self.inner
             .lock()
-            .map(|mut i| i.frames.drain(..).collect())
+            .map(|mut i| {
+                i.bytes = 0;
+                i.frames.drain(..).collect()
+            })
             .unwrap_or_default()
     }
 
@@ -159,6 +204,26 @@ impl OutQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_bound_and_drop_oldest() {
+        let q = OutQueue::bounded(100, 25, None);
+        q.try_push(Bytes::from(vec![1; 10])).unwrap();
+        q.try_push(Bytes::from(vec![2; 10])).unwrap();
+        assert_eq!(q.try_push(Bytes::from(vec![3; 10])), Err(PushError::Full));
+
+        let dropped = prometheus::IntCounter::new("d", "d").unwrap();
+        let q = OutQueue::bounded(2, usize::MAX, Some(dropped.clone()));
+        for i in 0..5u8 {
+            q.try_push(Bytes::from(vec![i])).unwrap();
+        }
+        assert_eq!(dropped.get(), 3);
+        let kept: Vec<u8> = q.drain().iter().map(|b| b[0]).collect();
+        assert_eq!(kept, [3, 4], "the newest frames are kept, in order");
+        // One frame larger than the byte bound still goes through an empty queue.
+        let q = OutQueue::bounded(2, 4, None);
+        assert_eq!(q.try_push(Bytes::from(vec![0; 10])), Ok(0));
+    }
 
     #[tokio::test]
     async fn bounded_batched_and_shrinks() {
