@@ -38,6 +38,7 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub limits: LimitsConfig,
     pub shutdown: ShutdownConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// `server.*`
@@ -481,6 +482,15 @@ impl Default for TracingConfig {
     }
 }
 
+/// `metrics.*`. Needs a restart.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` (and `/health`) on this separate `host:port` only, e.g. an address
+    /// the public load balancer does not reach. Empty = on the main listener. Default empty.
+    pub listen: String,
+}
+
 /// `shutdown.*`: the graceful drain on SIGTERM/SIGINT. Live-reloadable.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -608,7 +618,7 @@ impl Default for WebhooksConfig {
 /// The top-level keys of [`Config`].
 const SECTIONS: &[&str] = &[
     "version", "server", "rooms", "cluster", "auth", "admin", "log", "tracing", "webhooks",
-    "limits", "shutdown",
+    "limits", "shutdown", "metrics",
 ];
 
 /// Keys (and key prefixes ending in `.`) whose change needs a restart.
@@ -618,6 +628,7 @@ pub const RESTART_KEYS: &[&str] = &[
     "cluster.",
     "tracing.",
     "webhooks.",
+    "metrics.",
     "log.format",
     "admin.max_body_size",
     "rooms.history.",

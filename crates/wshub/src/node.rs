@@ -171,6 +171,7 @@ impl Node {
         new.log.format = old.log.format;
         new.tracing = old.tracing.clone();
         new.webhooks = old.webhooks.clone();
+        new.metrics = old.metrics.clone();
         new.admin.max_body_size = old.admin.max_body_size;
         new.version = old.version.clone();
         if let (true, Some(reload)) = (

@@ -286,10 +286,15 @@ impl Server {
             node.shutdown.clone(),
             &node.tasks,
         ));
+        let metrics_addr = match config.metrics.listen.as_str() {
+            "" => None,
+            addr => Some(crate::http::serve_metrics(node.clone(), addr).await?),
+        };
         let accept = tokio::spawn(crate::http::accept_loop(node.clone(), listener));
         tracing::info!(addr = %local_addr, node_id = %node.hub.node_id(), "wshub listening");
         Ok(RunningServer {
             local_addr,
+            metrics_addr,
             handle: ServerHandle { node },
             accept,
         })
@@ -299,11 +304,17 @@ impl Server {
 /// A serving node.
 pub struct RunningServer {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     handle: ServerHandle,
     accept: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
+    /// Where `/metrics` is served when `metrics.listen` moves it off the main listener.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

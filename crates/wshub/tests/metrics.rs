@@ -319,3 +319,26 @@ async fn history_operations_are_timed() {
     assert_eq!(ops("read"), 1.0);
     assert_eq!(m.get("wshub_history_errors_total", &[]), 0.0);
 }
+
+/// `metrics.listen` moves `/metrics` off the public listener.
+#[tokio::test]
+async fn metrics_can_listen_on_a_separate_address() {
+    let mut config = Config::default();
+    config.metrics.listen = "127.0.0.1:0".into();
+    let server = TestServer::start(config).await;
+    let public = reqwest::get(server.http_url("/metrics")).await.unwrap();
+    assert_eq!(public.status(), reqwest::StatusCode::NOT_FOUND);
+    let private = server.running.metrics_addr().expect("metrics address");
+    let m = Scrape::fetch(&format!("http://{private}/metrics")).await;
+    assert_eq!(m.get("wshub_connections", &[]), 0.0);
+    let _c = server.raw("x").await;
+    let m = Scrape::fetch(&format!("http://{private}/metrics")).await;
+    assert_eq!(m.get("wshub_connections", &[]), 1.0);
+    assert!(
+        reqwest::get(format!("http://{private}/health"))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+}

@@ -37,10 +37,15 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .route("/ws", get(upgrade::ws_handler))
         .route("/health", get(health))
         .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics::metrics))
         .nest("/api", api::routes(node.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .with_state(node);
+        .with_state(node.clone());
+    // `/metrics` here unless `metrics.listen` gives it its own (private) address.
+    let router = if config.metrics.listen.is_empty() {
+        router.route("/metrics", get(metrics::metrics).with_state(node))
+    } else {
+        router
+    };
     if config.server.static_dir.is_empty() {
         router
     } else {
@@ -49,6 +54,28 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
             &config.server.static_dir,
         ))
     }
+}
+
+/// Serves `/metrics` (and `/health`) alone on `addr` until the node shuts down; returns the
+/// bound address.
+pub(crate) async fn serve_metrics(node: Arc<Node>, addr: &str) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .route("/health", get(health))
+        .with_state(node.clone());
+    let shutdown = node.shutdown.clone();
+    node.tasks.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    });
+    tracing::info!(addr = %bound, "metrics listening");
+    Ok(bound)
 }
 
 /// Accepts until the node shuts down. Each TCP connection gets its own hyper HTTP/1 task.
