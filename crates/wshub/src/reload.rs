@@ -24,10 +24,12 @@ pub(crate) fn watch(node: Arc<Node>, path: PathBuf) -> notify::Result<()> {
     let file_name = path.file_name().map(|n| n.to_owned());
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(event) = res {
-            let ours = event
-                .paths
-                .iter()
-                .any(|p| p.file_name().map(|n| n.to_owned()) == file_name);
+            // The file itself, or Kubernetes' `..data` symlink: a mounted ConfigMap is
+            // updated by swapping that link, and the file (a link through it) sees no event.
+            let ours = event.paths.iter().any(|p| {
+                let name = p.file_name().map(|n| n.to_owned());
+                name == file_name || name.as_deref() == Some(std::ffi::OsStr::new("..data"))
+            });
             if ours && !event.kind.is_access() {
                 let _ = tx.try_send(());
             }

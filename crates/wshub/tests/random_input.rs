@@ -21,7 +21,8 @@
 //! - `GET /health` is 200 at the end, and nothing in the process panicked.
 //!
 //! The inputs are deterministic (a fixed ChaCha seed); `RANDOM_INPUT_SEED=<u64>` and
-//! `RANDOM_INPUT_CASES=<n>` explore further.
+//! `RANDOM_INPUT_CASES=<n>` explore further, and `RANDOM_INPUT_TRACE=<file>` writes every
+//! message sent with the frames it got back (to compare runs).
 
 mod common;
 
@@ -46,7 +47,7 @@ use wshub::Config;
 use wshub::protocol::{DecodeError, InboundEnvelope, MessageType};
 
 /// Cases (batches of envelopes) per run; a batch holds 1..=48 envelopes.
-const CASES: u32 = 96;
+const CASES: u32 = 128;
 /// The server's `server.hub.max_message_size` default: frames up to it must be handled.
 const MAX_MESSAGE: usize = 64 * 1024;
 /// The server's `limits.max_json_depth` default; deeper JSON may get an uncorrelated 1001.
@@ -789,6 +790,8 @@ struct State {
     cases: u32,
     /// Frames received, by `message_type` (and error code).
     answers: BTreeMap<String, u64>,
+    /// `RANDOM_INPUT_TRACE`: one line per message sent, then its frames.
+    trace: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 impl State {
@@ -870,6 +873,13 @@ impl State {
                 *self.answers.entry(key).or_default() += 1;
                 window.push(frame);
             }
+            if let Some(trace) = &mut self.trace {
+                use std::io::Write;
+                let _ = writeln!(trace, "> {}", short(w.bytes()));
+                for f in &window {
+                    let _ = writeln!(trace, "< {}", short(f.text.as_bytes()));
+                }
+            }
             check_window(w.bytes(), &window)?;
         }
         Ok(())
@@ -938,6 +948,8 @@ fn random_envelopes_over_real_sockets() {
             binary: 0,
             cases: 0,
             answers: BTreeMap::new(),
+            trace: std::env::var_os("RANDOM_INPUT_TRACE")
+                .map(|path| std::io::BufWriter::new(std::fs::File::create(path).unwrap())),
         })
     });
 

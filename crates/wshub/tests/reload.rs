@@ -146,3 +146,32 @@ fn example_config_documents_every_key_with_its_default() {
         "keys missing from configs/wshub.example.yaml: {missing:?}"
     );
 }
+
+/// A Kubernetes ConfigMap volume: `wshub.yaml -> ..data/wshub.yaml`, `..data -> ..<version>`;
+/// an update writes a new version directory and swaps `..data` atomically.
+#[cfg(unix)]
+#[tokio::test]
+async fn configmap_symlink_swap_is_seen() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let version = |name: &str, text: &str| {
+        let v = dir.path().join(name);
+        std::fs::create_dir(&v).unwrap();
+        std::fs::write(v.join("wshub.yaml"), text).unwrap();
+    };
+    version("..v1", "rooms:\n  default_max_clients: 3\n");
+    symlink("..v1", dir.path().join("..data")).unwrap();
+    symlink("..data/wshub.yaml", dir.path().join("wshub.yaml")).unwrap();
+    let path = dir.path().join("wshub.yaml");
+    let server = start(&path).await;
+    let handle = server.running.handle();
+    assert_eq!(handle.config().rooms.default_max_clients, 3);
+
+    version("..v2", "rooms:\n  default_max_clients: 9\n");
+    symlink("..v2", dir.path().join("..data_tmp")).unwrap();
+    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    eventually("reload after the ..data swap", || {
+        handle.config().rooms.default_max_clients == 9
+    })
+    .await;
+}
