@@ -218,6 +218,7 @@ impl Node {
                         &config.cluster.nats,
                         config.cluster.node_ttl,
                     );
+                    warn_without_jetstream(bus.client());
                     if config.rooms.history.size > 0 {
                         let _ = self
                             .history
@@ -720,6 +721,33 @@ impl Node {
             }
         }
     }
+}
+
+/// The cluster state and history live in JetStream: a NATS server without it (`-js`) would
+/// let the node start and then fail every join with 1004. Say so at start, once the broker
+/// answers (in the background: the broker may still be down).
+fn warn_without_jetstream(client: async_nats::Client) {
+    tokio::spawn(async move {
+        let js = async_nats::jetstream::new(client);
+        for _ in 0..30 {
+            match js.query_account().await {
+                Ok(_) => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        async_nats::jetstream::context::AccountErrorKind::JetStreamUnavailable
+                    ) =>
+                {
+                    tracing::error!(
+                        "the NATS server has no JetStream (start it with -js): cluster state and history need it; joins will fail with 1004"
+                    );
+                    return;
+                }
+                // Not connected yet: try again.
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+    });
 }
 
 /// Wall-clock microseconds since the Unix epoch (comparable across nodes, unlike `Instant`).
