@@ -33,6 +33,12 @@ cargo fmt --all -- --check
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+log "cargo deny check licenses bans (the advisory database cannot be fetched here)"
+if ! cargo deny --version >/dev/null 2>&1; then
+  cargo install cargo-deny --locked --quiet
+fi
+cargo deny check licenses bans
+
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

@@ -149,6 +149,7 @@ async fn nesting_and_room_count_limits_keep_the_connection() {
     let err = c.next_json().await;
     assert_eq!(err["data"]["code"], 1001, "{err}");
     assert_eq!(err["data"]["details"]["max_json_depth"], 8);
+    assert_eq!(err["request_id"], 1, "the refusal names the request");
     for (i, room) in ["r1", "r2", "r3"].iter().enumerate() {
         c.send_text(
             &json!({"message_type": "join_room", "data": {"room_id": room}, "request_id": 10 + i})

@@ -362,8 +362,7 @@ fn admit_message(node: &Node, conn: &ConnHandle, rate: &mut MessageRate, msg: &[
     // The request id, if the message has one, so the client can match the refusal.
     let correlation = InboundEnvelope::decode(msg)
         .ok()
-        .and_then(|e| e.correlation_id())
-        .filter(|_| refused.code != ErrorCode::InvalidFormat);
+        .and_then(|e| e.correlation_id());
     dispatch::send_error(node, conn, &refused, correlation);
     false
 }

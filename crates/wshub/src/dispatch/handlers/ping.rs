@@ -13,7 +13,7 @@ pub(super) fn ping(req: PingRequest) -> HandlerResult {
         server_ts: now,
         // Without the client's `ts` there is nothing to measure (GoHub answered with the
         // server's clock as the "rtt").
-        rtt: if req.ts > 0 { now - req.ts } else { 0 },
+        rtt: if req.ts > 0 { (now - req.ts).max(0) } else { 0 },
     };
     Reply::of(MessageType::Pong, &pong).map(Some)
 }
