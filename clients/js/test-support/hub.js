@@ -53,7 +53,9 @@ export class Hub {
   constructor(config = {}) {
     this.dir = mkdtempSync(path.join(os.tmpdir(), 'wshub-js-test-'));
     this.configPath = path.join(this.dir, 'wshub.yaml');
-    this.config = merge({ log: { level: 'warn' } }, config);
+    // A short drain: SIGTERM closes every connection within 200 ms (the default 10 s spreads
+    // the closes out, which tests of 1001 would wait for).
+    this.config = merge({ log: { level: 'warn' }, shutdown: { drain_period: '200ms', timeout: '5s' } }, config);
     this.child = undefined;
     this.output = '';
     this.port = undefined;
