@@ -59,8 +59,8 @@ struct RawInbound<'a> {
 impl<'a> InboundEnvelope<'a> {
     /// Decodes one envelope. `timestamp` and `client_id` are ignored inbound.
     pub fn decode(bytes: &'a [u8]) -> Result<InboundEnvelope<'a>, DecodeError> {
-        let raw: RawInbound<'a> =
-            serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidFormat(e.to_string()))?;
+        let raw: RawInbound<'a> = serde_json::from_slice(bytes)
+            .map_err(|e| DecodeError::InvalidFormat(crate::json_error::describe(&e)))?;
         let message_type = match raw.message_type {
             Some(t) if !t.is_empty() => t,
             _ => {
@@ -105,7 +105,10 @@ fn parse_id(field: &str, raw: Option<&RawValue>) -> Result<Option<i64>, DecodeEr
     // Integers only; `Date.now()` fits easily. A float that is integral ("7.0") is refused:
     // a client sending it would fail to match the integer we echo back.
     text.parse::<i64>().map(Some).map_err(|_| {
-        DecodeError::InvalidMessageId(format!("{field} must be an integer, got {text}"))
+        DecodeError::InvalidMessageId(format!(
+            "{field} must be an integer, got {}",
+            crate::json_error::kind_of(text)
+        ))
     })
 }
 

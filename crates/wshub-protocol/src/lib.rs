@@ -8,11 +8,13 @@
 //! - [`types`]: the message types with their wire names.
 //! - [`error`]: [`ErrorCode`] and the `error` frame payload.
 //! - [`messages`]: the `data` payloads of every built-in message type.
+//! - [`json_error`]: describing a JSON error without echoing the input back.
 //! - [`close`]: the WebSocket close codes the server uses, and what a client should do on each.
 
 pub mod close;
 pub mod envelope;
 pub mod error;
+pub mod json_error;
 pub mod messages;
 pub mod types;
 

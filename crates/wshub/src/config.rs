@@ -889,7 +889,42 @@ impl Config {
                 *cur = serde_json::Value::String("***".into());
             }
         }
+        // Credentials written into URLs (`nats://user:pass@host`) are secrets too.
+        for path in [
+            &["cluster", "nats", "urls"][..],
+            &["webhooks", "url"],
+            &["webhooks", "authorize_join"],
+            &["tracing", "otlp_endpoint"],
+        ] {
+            let mut cur = &mut v;
+            for key in path {
+                cur = &mut cur[*key];
+            }
+            match cur {
+                serde_json::Value::String(url) => *url = mask_userinfo(url),
+                serde_json::Value::Array(urls) => {
+                    for url in urls.iter_mut() {
+                        if let serde_json::Value::String(u) = url {
+                            *u = mask_userinfo(u);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
         v
+    }
+}
+
+/// `scheme://user:pass@host/…` -> `scheme://***@host/…`; anything else unchanged.
+pub fn mask_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_owned(),
     }
 }
 
@@ -1138,6 +1173,17 @@ log:
         assert_eq!(m["admin"]["api_key"], "***");
         assert_eq!(m["webhooks"]["secret"], "***");
         assert_eq!(m["cluster"]["redis"]["password"], "");
+        assert!(!m.to_string().contains("s3cret"));
+
+        c.cluster.nats.urls = vec![
+            "nats://u:s3cret@n1:4222".into(),
+            "nats://n2:4222/x@y".into(),
+        ];
+        c.webhooks.url = "https://hook:s3cret@example.com/in?x=1".into();
+        let m = c.masked();
+        assert_eq!(m["cluster"]["nats"]["urls"][0], "nats://***@n1:4222");
+        assert_eq!(m["cluster"]["nats"]["urls"][1], "nats://n2:4222/x@y");
+        assert_eq!(m["webhooks"]["url"], "https://***@example.com/in?x=1");
         assert!(!m.to_string().contains("s3cret"));
     }
 }

@@ -180,7 +180,7 @@ fn init_telemetry(
         .unzip();
     registry.with(spans).init();
     if tracer.is_some() {
-        tracing::info!(endpoint = %config.tracing.otlp_endpoint, sample_ratio = config.tracing.sample_ratio, "exporting traces over OTLP");
+        tracing::info!(endpoint = %wshub::config::mask_userinfo(&config.tracing.otlp_endpoint), sample_ratio = config.tracing.sample_ratio, "exporting traces over OTLP");
     }
     Ok(Telemetry {
         set_level: move |level: &str| {

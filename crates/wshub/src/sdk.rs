@@ -229,6 +229,15 @@ impl ServerBuilder {
                 "auth is on but server.allowed_origins is empty: any web page may open connections with its visitors' tokens"
             );
         }
+        if self.config.admin.api_key.is_empty()
+            && !self.config.auth.enabled
+            && !listens_on_loopback_only(&self.config.server.addr)
+        {
+            tracing::warn!(
+                addr = %self.config.server.addr,
+                "the admin API (/api/*) is open to anyone who can reach this address: set admin.api_key"
+            );
+        }
         let hub = Hub::new(node_id);
         let mut node = Node::new(hub, verifier, self.config, self.handlers, self.hooks);
         node.log_level_reloader = self.log_level_reloader;
@@ -616,5 +625,26 @@ impl std::fmt::Debug for Client {
             .field("id", &self.id())
             .field("remote", &self.conn.remote)
             .finish()
+    }
+}
+
+/// `127.0.0.1:8080`, `[::1]:8080`, `localhost:8080`: nothing outside this machine can connect.
+fn listens_on_loopback_only(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listens_on_loopback_only as lo;
+
+    #[test]
+    fn loopback_addresses() {
+        assert!(lo("127.0.0.1:8080") && lo("[::1]:80") && lo("localhost:1"));
+        assert!(!lo("0.0.0.0:8080") && !lo(":8080") && !lo("10.0.0.1:80") && !lo("[::]:80"));
     }
 }

@@ -161,6 +161,25 @@ async fn rooms_routes() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // A wrong value is named by its kind and position, never quoted back.
+    let (s, body) = api
+        .call(
+            M::POST,
+            "/api/rooms",
+            Some(json!({"id": ["<script>x</script>"]})),
+        )
+        .await;
+    assert_eq!((s, error_code(&body)), (StatusCode::BAD_REQUEST, 1001));
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(!body.to_string().contains("script"), "{body}");
+    assert!(message.contains("invalid type: sequence"), "{message}");
+    let res = api
+        .req(M::POST, "/api/rooms")
+        .body(r#"{"id":"r"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     let mut member = api.server.client("m1").await;
     member.join_room("ops").await.unwrap();

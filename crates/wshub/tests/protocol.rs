@@ -134,12 +134,36 @@ async fn bad_input_gets_error_frames_and_the_socket_stays_open() {
         );
     }
     // The error frame carries the correlation id in data.request_id and the envelope.
-    raw.send_text(r#"{"message_type":"nope","request_id":77}"#)
+    // The unknown type is not echoed back: error replies never quote client input.
+    raw.send_text(r#"{"message_type":"<img src=x>","request_id":77}"#)
         .await;
-    let err = raw.next_json().await;
+    let text = raw.next_text().await;
+    assert!(!text.contains("img"), "input reflected: {text}");
+    let err: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(err["request_id"], 77);
     assert_eq!(err["data"]["request_id"], 77);
-    assert_eq!(err["data"]["details"]["message_type"], "nope");
+    assert_eq!(err["data"]["code"], 1000);
+    // Neither are wrong values inside data, nor a bad id.
+    for bad in [
+        r#"{"message_type":"join_room","data":{"room_id":"<b>x</b>","extra":1,"room_id2":7}}"#,
+        r#"{"message_type":"join_room","data":{"room_id":["<b>x</b>"]}}"#,
+        r#"{"message_type":"ping","request_id":"<b>x</b>"}"#,
+        r#"{"message_type":"ping","data":{"ts":"<b>x</b>"}}"#,
+        r#"{"message_type":"<b>x</b>"#,
+    ] {
+        raw.send_text(bad).await;
+        let text = raw.next_text().await;
+        if bad.contains("extra") {
+            // Unknown fields are ignored: a reply, not an error.
+            assert!(text.contains("room_joined"), "{text}");
+            continue;
+        }
+        assert!(
+            text.contains(r#""message_type":"error""#),
+            "{bad} -> {text}"
+        );
+        assert!(!text.contains("<b>"), "input reflected: {bad} -> {text}");
+    }
 
     // Still open and working.
     raw.send_text(r#"{"message_type":"ping","data":{"ts":1},"request_id":8}"#)

@@ -160,9 +160,11 @@ impl Verifier {
     }
 
     /// Checks the signature, `exp`, `nbf`, `iss`, `aud`; returns who the token is for.
+    ///
+    /// Error texts go back to the client: they name what is wrong, never quote the token.
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
         let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| TokenError::Invalid(format!("malformed: {e}")))?;
+            .map_err(|e| TokenError::Invalid(format!("malformed: {}", describe(e.kind()))))?;
         let candidates: Vec<&VerifyKey> = self
             .keys
             .iter()
@@ -217,12 +219,24 @@ impl Verifier {
                         K::MissingRequiredClaim(c) => {
                             return Err(TokenError::Invalid(format!("missing claim {c}")));
                         }
-                        other => TokenError::Invalid(format!("{other:?}")),
+                        other => TokenError::Invalid(describe(other)),
                     };
                 }
             }
         }
         Err(last)
+    }
+}
+
+/// Why a token was refused, without quoting it (a JSON error's text would).
+fn describe(kind: &jsonwebtoken::errors::ErrorKind) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match kind {
+        ErrorKind::Json(json) => wshub_protocol::json_error::describe(json),
+        ErrorKind::Base64(_) => "not base64url".into(),
+        ErrorKind::Utf8(_) => "not UTF-8".into(),
+        ErrorKind::InvalidToken => "not a JWT (header.payload.signature)".into(),
+        other => format!("{other:?}"),
     }
 }
 

@@ -171,7 +171,7 @@ pub(crate) async fn dispatch(node: &Arc<Node>, conn: &Arc<ConnHandle>, frame: &[
                 };
                 handler(client, data).await
             }
-            None => Err(unknown_type(&env.message_type)),
+            None => Err(unknown_type()),
         },
     };
     match result {
@@ -198,13 +198,10 @@ fn send_reply(node: &Node, conn: &ConnHandle, reply: Reply, correlation: Option<
     }
 }
 
-fn unknown_type(message_type: &str) -> HandlerError {
-    let mut shown: String = message_type.chars().take(64).collect();
-    if shown.len() < message_type.len() {
-        shown.push('…');
-    }
+/// The type is not echoed back: error replies never quote client input (see
+/// `wshub_protocol::json_error`); the client knows what it sent from `request_id`.
+fn unknown_type() -> HandlerError {
     HandlerError::new(ErrorCode::Unknown, "unknown message type")
-        .with_details(serde_json::json!({ "message_type": shown }))
 }
 
 /// Queues an `error` frame to `conn`.

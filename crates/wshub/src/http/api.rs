@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -144,31 +144,55 @@ impl From<serde_json::Error> for ApiError {
     }
 }
 
-/// `Json<T>` whose rejections are [`ApiError`]s: 413 for a body over `admin.max_body_size`,
-/// 400 with the parser's reason for anything else.
+/// A JSON body whose rejections are [`ApiError`]s: 413 for a body over `admin.max_body_size`,
+/// 415 without `Content-Type: application/json`, 400 naming what is wrong with the JSON
+/// (never quoting it: see `wshub_protocol::json_error`).
 pub(crate) struct ApiJson<T>(T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if !is_json(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::InvalidFormat,
+                "expected Content-Type: application/json",
+            ));
         }
+        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::MessageTooLarge,
+                    "request body is larger than admin.max_body_size",
+                )
+            } else {
+                ApiError::bad_request("could not read the request body")
+            }
+        })?;
+        serde_json::from_slice(&body).map(ApiJson).map_err(|e| {
+            ApiError::bad_request(format!(
+                "invalid JSON body: {}",
+                wshub_protocol::json_error::describe(&e)
+            ))
+        })
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::MessageTooLarge,
-            "request body is larger than admin.max_body_size",
-        )
-    } else {
-        ApiError::bad_request(rejection.body_text())
-    }
+/// `application/json` or any `application/*+json`, parameters allowed.
+fn is_json(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || (essence.len() > "application/".len() + 5
+            && essence[.."application/".len()].eq_ignore_ascii_case("application/")
+            && essence.to_ascii_lowercase().ends_with("+json"))
 }
 
 async fn not_found() -> ApiError {

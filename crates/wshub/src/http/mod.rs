@@ -155,6 +155,9 @@ struct Readiness {
     draining: bool,
     /// `connected` or `degraded`.
     bus: &'static str,
+    /// Why the node is not ready although connected (a NATS server without JetStream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<&'static str>,
 }
 
 /// Readiness for load balancers and Kubernetes: 200 while this node should get new
@@ -165,7 +168,8 @@ async fn ready(State(node): State<Arc<Node>>) -> impl IntoResponse {
     let bus = node
         .bus_status()
         .map_or(crate::bus::BusState::Connected, |(_, s)| s);
-    let ready = !draining && bus == crate::bus::BusState::Connected;
+    let problem = node.cluster_problem();
+    let ready = !draining && bus == crate::bus::BusState::Connected && problem.is_none();
     let code = if ready {
         http::StatusCode::OK
     } else {
@@ -177,6 +181,7 @@ async fn ready(State(node): State<Arc<Node>>) -> impl IntoResponse {
             ready,
             draining,
             bus: bus.as_str(),
+            problem,
         }),
     )
 }

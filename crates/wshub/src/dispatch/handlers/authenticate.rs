@@ -28,7 +28,7 @@ pub(crate) fn authenticate(
     let req: AuthenticateRequest =
         serde_json::from_str(data.map_or("{}", |d| d.get())).map_err(|e| {
             HandlerError::new(ErrorCode::InvalidFormat, "authenticate needs data {token}")
-                .with_details(e.to_string().into())
+                .with_details(wshub_protocol::json_error::describe(&e).into())
         })?;
     let verified = node.verifier().verify(&req.token);
     node.hub

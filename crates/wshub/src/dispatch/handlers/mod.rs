@@ -136,7 +136,7 @@ fn parse<'a, R: Deserialize<'a> + Request>(
     let raw = data.map_or("{}", |d| d.get());
     let request: R = serde_json::from_str(raw).map_err(|e| {
         HandlerError::new(ErrorCode::InvalidFormat, format!("invalid data for {t}"))
-            .with_details(e.to_string().into())
+            .with_details(wshub_protocol::json_error::describe(&e).into())
     })?;
     if let Some(room) = request.room() {
         super::validate_room_id(room)?;
