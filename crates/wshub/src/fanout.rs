@@ -11,7 +11,7 @@
 //! published after its join reply; unsubscribing follows the last local member out.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,6 +113,9 @@ pub(crate) struct ClusterLink {
     /// a join racing the last leave can't end unsubscribed.
     rooms: tokio::sync::Mutex<HashSet<String>>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// The NATS server answered without JetStream: the cluster state cannot work, so the node
+    /// is not ready (see [`watch_jetstream`]).
+    jetstream_missing: Arc<AtomicBool>,
 }
 
 impl ClusterLink {
@@ -193,6 +196,7 @@ impl Node {
             return Ok(());
         }
         let (tx, mut rx) = mpsc::channel::<Inbound>(INBOUND_CAPACITY);
+        let jetstream_missing = Arc::new(AtomicBool::new(false));
         let (bus, subjects, state): (SharedBus, Subjects, Arc<dyn StateStore>) =
             match config.cluster.bus_type {
                 BusType::Local | BusType::Noop => {
@@ -218,7 +222,11 @@ impl Node {
                         &config.cluster.nats,
                         config.cluster.node_ttl,
                     );
-                    warn_without_jetstream(bus.client());
+                    watch_jetstream(
+                        bus.client(),
+                        jetstream_missing.clone(),
+                        self.shutdown.clone(),
+                    );
                     if config.rooms.history.size > 0 {
                         let _ = self
                             .history
@@ -260,6 +268,7 @@ impl Node {
             dedup: Mutex::new(DedupWindow::default()),
             rooms: tokio::sync::Mutex::new(HashSet::new()),
             metrics: self.hub.metrics.clone(),
+            jetstream_missing,
         };
         if self.cluster.set(link).is_err() {
             return Err(BusError::Other("cluster already started".into()));
@@ -309,6 +318,14 @@ impl Node {
     /// `"local"`/`"nats"`/... and its state; `None` for a single node without a bus.
     pub(crate) fn bus_status(&self) -> Option<(&'static str, BusState)> {
         self.cluster.get().map(|c| (c.bus.kind(), c.bus.state()))
+    }
+
+    /// Why the cluster cannot serve joins although the broker is connected, if it cannot.
+    pub(crate) fn cluster_problem(&self) -> Option<&'static str> {
+        self.cluster
+            .get()
+            .filter(|c| c.jetstream_missing.load(Ordering::Relaxed))
+            .map(|_| "the NATS server has no JetStream")
     }
 
     pub(crate) fn bus_subscriptions(&self) -> Vec<String> {
@@ -724,27 +741,41 @@ impl Node {
 }
 
 /// The cluster state and history live in JetStream: a NATS server without it (`-js`) would
-/// let the node start and then fail every join with 1004. Say so at start, once the broker
-/// answers (in the background: the broker may still be down).
-fn warn_without_jetstream(client: async_nats::Client) {
+/// let the node start and then fail every join with 1004. Once the broker answers, say so in
+/// the log and mark the node not ready (`/health/ready` 503) until JetStream shows up (the
+/// broker restarted with `-js`). Runs in the background: the broker may still be down.
+fn watch_jetstream(
+    client: async_nats::Client,
+    missing: Arc<AtomicBool>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use async_nats::RequestErrorKind;
     tokio::spawn(async move {
-        let js = async_nats::jetstream::new(client);
-        for _ in 0..30 {
-            match js.query_account().await {
-                Ok(_) => return,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        async_nats::jetstream::context::AccountErrorKind::JetStreamUnavailable
-                    ) =>
-                {
-                    tracing::error!(
-                        "the NATS server has no JetStream (start it with -js): cluster state and history need it; joins will fail with 1004"
-                    );
+        loop {
+            // A raw `$JS.API.INFO` request rather than `query_account`: any answer means
+            // JetStream is there (async-nats 0.42 cannot parse nats-server 2.9's account info,
+            // so the typed call fails even when it is); "no responders" means it is not.
+            let pause = match client.request("$JS.API.INFO", Bytes::new()).await {
+                Ok(_) => {
+                    if missing.swap(false, Ordering::Relaxed) {
+                        tracing::info!("the NATS server has JetStream now: ready");
+                    }
                     return;
                 }
-                // Not connected yet: try again.
-                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+                    if !missing.swap(true, Ordering::Relaxed) {
+                        tracing::error!(
+                            "the NATS server has no JetStream (start it with -js): cluster state and history need it; joins fail with 1004 and /health/ready answers 503 until it has"
+                        );
+                    }
+                    Duration::from_secs(2)
+                }
+                // Not connected yet, or a timeout: try again.
+                Err(_) => Duration::from_secs(1),
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     });

@@ -257,3 +257,53 @@ async fn jetstream_outage_and_recovery() {
 async fn redis_outage_and_recovery() {
     broker_outage(Backend::Redis).await;
 }
+
+/// A NATS server without JetStream cannot hold the cluster state: the node says it is not
+/// ready (and why) instead of taking connections whose joins would all fail, and becomes
+/// ready once the broker comes back with JetStream.
+#[tokio::test]
+async fn nats_without_jetstream_is_not_ready_until_it_has_it() {
+    let mut cluster = Cluster::new(Backend::Local);
+    cluster.backend = Backend::Nats;
+    cluster.broker = Some(common::brokers::Broker::nats_without_jetstream());
+    let a = TestServer::start_with(cluster.builder("a")).await;
+    wait_connected(&[&a]).await;
+    let ready_state = || async {
+        let res = reqwest::get(a.http_url("/health/ready")).await.unwrap();
+        let status = res.status();
+        (status, res.json::<serde_json::Value>().await.unwrap())
+    };
+    let mut last = None;
+    for _ in 0..100 {
+        let (status, body) = ready_state().await;
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            last = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = last.expect("/health/ready stayed 200 on a NATS server without JetStream");
+    assert_eq!(body["bus"], "connected");
+    assert_eq!(body["problem"], "the NATS server has no JetStream");
+    let client = a.client("a1").await;
+    let err = client.join_room("lobby").await.unwrap_err();
+    assert!(err.to_string().contains("1004"), "{err}");
+
+    // The operator restarts the broker with -js: the node becomes ready by itself.
+    let broker = cluster.broker.as_mut().unwrap();
+    broker.jetstream = true;
+    broker.restart();
+    let mut ok = false;
+    for _ in 0..200 {
+        if ready_state().await.0 == reqwest::StatusCode::OK {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ok,
+        "not ready 20 s after JetStream came up: {:?}",
+        ready_state().await
+    );
+}

@@ -18,6 +18,8 @@ pub struct Broker {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// NATS only: start with JetStream (`-js`); takes effect at the next (re)start.
+    pub jetstream: bool,
 }
 
 fn free_port() -> u16 {
@@ -47,19 +49,32 @@ impl Broker {
         Broker::start(BrokerKind::Nats)
     }
 
+    /// A NATS server without JetStream: the misconfiguration a node must report.
+    pub fn nats_without_jetstream() -> Broker {
+        let mut b = Broker::new(BrokerKind::Nats);
+        b.jetstream = false;
+        b.spawn();
+        b
+    }
+
     pub fn redis() -> Broker {
         Broker::start(BrokerKind::Redis)
     }
 
     fn start(kind: BrokerKind) -> Broker {
-        let mut b = Broker {
+        let mut b = Broker::new(kind);
+        b.spawn();
+        b
+    }
+
+    fn new(kind: BrokerKind) -> Broker {
+        Broker {
             kind,
             port: free_port(),
             child: None,
             dir: tempfile::tempdir().unwrap(),
-        };
-        b.spawn();
-        b
+            jetstream: true,
+        }
     }
 
     fn spawn(&mut self) {
@@ -68,7 +83,10 @@ impl Broker {
         let mut cmd = match self.kind {
             BrokerKind::Nats => {
                 let mut c = Command::new(find("nats-server"));
-                c.args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd", &dir]);
+                c.args(["-a", "127.0.0.1", "-p", &port]);
+                if self.jetstream {
+                    c.args(["-js", "-sd", &dir]);
+                }
                 c
             }
             BrokerKind::Redis => {
