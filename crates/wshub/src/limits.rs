@@ -168,22 +168,41 @@ impl MessageRate {
         }
     }
 
-    pub(crate) fn check(&mut self, cfg: &LimitsConfig) -> Verdict {
-        if cfg.messages_per_second == 0 {
+    pub(crate) fn check(&mut self, limit: RateLimit) -> Verdict {
+        if limit.per_second == 0 {
             return Verdict::Accept;
         }
-        let rate = f64::from(cfg.messages_per_second);
-        let burst = f64::from(cfg.messages_burst.max(cfg.messages_per_second));
+        let rate = f64::from(limit.per_second);
+        let burst = f64::from(limit.burst.max(limit.per_second));
         let bucket = self.bucket.get_or_insert_with(|| TokenBucket::full(burst));
         if bucket.take(rate, burst) {
             self.strikes = 0;
             return Verdict::Accept;
         }
         self.strikes += 1;
-        if self.strikes > cfg.rate_limit_strikes {
+        if self.strikes > limit.strikes {
             Verdict::Close
         } else {
             Verdict::Refuse
+        }
+    }
+}
+
+/// `limits.messages_per_second`, `messages_burst` and `rate_limit_strikes`, read once per
+/// message from the node's live limits (atomics, so a reload reaches open connections).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RateLimit {
+    pub(crate) per_second: u32,
+    pub(crate) burst: u32,
+    pub(crate) strikes: u32,
+}
+
+impl From<&LimitsConfig> for RateLimit {
+    fn from(c: &LimitsConfig) -> Self {
+        RateLimit {
+            per_second: c.messages_per_second,
+            burst: c.messages_burst,
+            strikes: c.rate_limit_strikes,
         }
     }
 }
@@ -256,11 +275,12 @@ mod tests {
         c.messages_per_second = 1;
         c.messages_burst = 2;
         c.rate_limit_strikes = 2;
+        let c = RateLimit::from(&c);
         let mut r = MessageRate::new();
-        assert_eq!(r.check(&c), Verdict::Accept);
-        assert_eq!(r.check(&c), Verdict::Accept);
-        assert_eq!(r.check(&c), Verdict::Refuse);
-        assert_eq!(r.check(&c), Verdict::Refuse);
-        assert_eq!(r.check(&c), Verdict::Close);
+        assert_eq!(r.check(c), Verdict::Accept);
+        assert_eq!(r.check(c), Verdict::Accept);
+        assert_eq!(r.check(c), Verdict::Refuse);
+        assert_eq!(r.check(c), Verdict::Refuse);
+        assert_eq!(r.check(c), Verdict::Close);
     }
 }

@@ -2,7 +2,7 @@
 //! the handler registry and hooks, and the shutdown machinery.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Verifier;
 use crate::config::{Config, ConfigError, changed_keys, needs_restart};
 use crate::hub::Hub;
+use crate::limits::RateLimit;
 use crate::sdk::{CustomHandler, Hooks};
 
 pub(crate) struct Node {
@@ -48,10 +49,16 @@ pub(crate) struct Node {
 
 pub(crate) type LogLevelReloader = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
-/// `server.hub` limits that apply to connections already open.
+/// Limits that open connections apply to every frame or message, kept in atomics so the hot
+/// path reads them without touching the config lock, and a reload still reaches them.
 pub(crate) struct LiveLimits {
     pub(crate) max_message_size: AtomicUsize,
     read_timeout_ms: AtomicU64,
+    write_timeout_ms: AtomicU64,
+    messages_per_second: AtomicU32,
+    messages_burst: AtomicU32,
+    rate_limit_strikes: AtomicU32,
+    max_json_depth: AtomicUsize,
 }
 
 impl LiveLimits {
@@ -59,6 +66,11 @@ impl LiveLimits {
         let l = LiveLimits {
             max_message_size: AtomicUsize::new(0),
             read_timeout_ms: AtomicU64::new(0),
+            write_timeout_ms: AtomicU64::new(0),
+            messages_per_second: AtomicU32::new(0),
+            messages_burst: AtomicU32::new(0),
+            rate_limit_strikes: AtomicU32::new(0),
+            max_json_depth: AtomicUsize::new(0),
         };
         l.set(config);
         l
@@ -66,10 +78,34 @@ impl LiveLimits {
 
     fn set(&self, config: &Config) {
         let hub = &config.server.hub;
-        self.max_message_size
-            .store(hub.max_message_size, Ordering::Relaxed);
+        let limits = &config.limits;
+        let r = Ordering::Relaxed;
+        self.max_message_size.store(hub.max_message_size, r);
         self.read_timeout_ms
-            .store(hub.read_timeout.as_millis() as u64, Ordering::Relaxed);
+            .store(hub.read_timeout.as_millis() as u64, r);
+        self.write_timeout_ms
+            .store(hub.write_timeout.as_millis() as u64, r);
+        self.messages_per_second
+            .store(limits.messages_per_second, r);
+        self.messages_burst.store(limits.messages_burst, r);
+        self.rate_limit_strikes.store(limits.rate_limit_strikes, r);
+        self.max_json_depth.store(limits.max_json_depth, r);
+    }
+
+    pub(crate) fn message_rate(&self) -> RateLimit {
+        RateLimit {
+            per_second: self.messages_per_second.load(Ordering::Relaxed),
+            burst: self.messages_burst.load(Ordering::Relaxed),
+            strikes: self.rate_limit_strikes.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn max_json_depth(&self) -> usize {
+        self.max_json_depth.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms.load(Ordering::Relaxed))
     }
 
     pub(crate) fn read_timeout(&self) -> Duration {

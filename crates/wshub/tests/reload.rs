@@ -22,6 +22,44 @@ async fn start(path: &Path) -> TestServer {
     server
 }
 
+/// `limits.*` read per message (rate, JSON depth) reach connections opened before the reload.
+#[tokio::test]
+async fn message_limits_reach_open_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wshub.yaml");
+    write(&path, "server:\n  addr: 127.0.0.1:0\n");
+    let server = start(&path).await;
+    let handle = server.running.handle();
+    let mut raw = server.raw("raw").await;
+    let deep = r#"{"message_type":"ping","data":{"ts":1,"a":[[[[1]]]]},"request_id":1}"#;
+    raw.send_text(deep).await;
+    assert_eq!(raw.next_json().await["message_type"], "pong");
+
+    write(
+        &path,
+        "server:\n  addr: 127.0.0.1:0\nlimits:\n  max_json_depth: 3\n  messages_per_second: 2\n  messages_burst: 2\n  rate_limit_strikes: 100\n",
+    );
+    eventually("reload applied", || handle.reload_counts().0 == 1).await;
+    raw.send_text(deep).await;
+    let err = raw.next_json().await;
+    assert_eq!(err["data"]["details"]["max_json_depth"], 3, "{err}");
+    for i in 2..=6 {
+        raw.send_text(&format!(
+            r#"{{"message_type":"ping","data":{{"ts":1}},"request_id":{i}}}"#
+        ))
+        .await;
+    }
+    let mut refused = 0;
+    for _ in 2..=6 {
+        let reply = raw.next_json().await;
+        if reply["data"]["code"] == 1005 {
+            assert_eq!(reply["data"]["details"]["messages_per_second"], 2);
+            refused += 1;
+        }
+    }
+    assert!(refused >= 3, "only {refused} of 5 pings refused at 2/s");
+}
+
 #[tokio::test]
 async fn limit_change_applies_to_open_connections() {
     let dir = tempfile::tempdir().unwrap();

@@ -335,22 +335,21 @@ async fn authenticate_first(
 /// false = it was answered with an error (or the connection is closing) and must not be
 /// handled.
 fn admit_message(node: &Node, conn: &ConnHandle, rate: &mut MessageRate, msg: &[u8]) -> bool {
-    let config = node.config();
-    let limits = &config.limits;
-    let refused = match rate.check(limits) {
+    let limit = node.limits.message_rate();
+    let refused = match rate.check(limit) {
         Verdict::Accept => {
-            if !json_too_deep(msg, limits.max_json_depth) {
+            let max_depth = node.limits.max_json_depth();
+            if !json_too_deep(msg, max_depth) {
                 return true;
             }
             node.hub.metrics.limited(Limit::JsonDepth);
             HandlerError::new(ErrorCode::InvalidFormat, "message nested too deeply")
-                .with_details(serde_json::json!({ "max_json_depth": limits.max_json_depth }))
+                .with_details(serde_json::json!({ "max_json_depth": max_depth }))
         }
         Verdict::Refuse => {
             node.hub.metrics.limited(Limit::MessageRate);
-            HandlerError::new(ErrorCode::RateLimited, "too many messages: slow down").with_details(
-                serde_json::json!({ "messages_per_second": limits.messages_per_second }),
-            )
+            HandlerError::new(ErrorCode::RateLimited, "too many messages: slow down")
+                .with_details(serde_json::json!({ "messages_per_second": limit.per_second }))
         }
         Verdict::Close => {
             node.hub.metrics.limited(Limit::MessageRate);

@@ -181,8 +181,7 @@ pub(crate) async fn dispatch(node: &Arc<Node>, conn: &Arc<ConnHandle>, frame: &[
     }
     // A `join_room` with `since` queues what was missed after its reply (and only then the
     // live publications that arrived meanwhile).
-    conn.complete_recoveries(node.config().server.hub.write_timeout)
-        .await;
+    conn.complete_recoveries(node.limits.write_timeout()).await;
     Dispatched::Done
 }
 
