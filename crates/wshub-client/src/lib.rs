@@ -36,7 +36,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use wshub_protocol::messages::Connected;
 
 mod resume;
-pub use resume::{ResumeOptions, ResumingClient};
+pub use resume::{ResumeOptions, ResumeStats, ResumingClient};
 pub use wshub_protocol::{Envelope, ErrorCode, ErrorData};
 
 type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -79,18 +79,21 @@ impl Node {
             // Not a member here (checked above), yet recorded as one: a membership left behind
             // by this client's previous connection on another node (a client id is connected
             // once cluster-wide, so that one is gone or going). It is replaced.
-            let me = self.hub.node_id().as_str();
+            // It may also be gone already: the old node removes it when it closes the
+            // replaced connection, which races with this join. Either way, join again. The
+            // stale record can be this node's own, too: a previous connection whose leave
+            // could not reach the cluster state (broker down) before this one rejoined.
             if let Some(stale) = state
                 .members(room.as_str())
                 .await?
                 .into_iter()
-                .find(|m| m.client_id == conn.client_id.as_str() && m.node_id != me)
+                .find(|m| m.client_id == conn.client_id.as_str())
             {
                 state
                     .leave(room.as_str(), &stale.client_id, &stale.node_id)
                     .await?;
-                outcome = state.join(&record, self.member_record(conn)).await?;
             }
+            outcome = state.join(&record, self.member_record(conn)).await?;
         }
         match outcome {
             JoinOutcome::Joined => {}

@@ -4,6 +4,7 @@
 pub mod brokers;
 pub mod cluster;
 pub mod history;
+pub mod procs;
 pub mod scrape;
 
 use std::time::Duration;
