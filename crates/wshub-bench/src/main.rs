@@ -3,15 +3,26 @@
 //! Scenarios (each prints one `RESULT {json}` line on stdout, progress on stderr):
 //!
 //! ```text
-//! wshub-bench idle   --target wshub|bare --server 127.0.0.1:8080 --n 10000 --pid <server pid>
-//! wshub-bench fanout --target wshub|bare --server ... --n 1000 --messages 200 --window 10
-//! wshub-bench echo   --target wshub|bare --server ... --clients 50 --round-trips 200
+//! wshub-bench idle   --target wshub|bare|socketio --server 127.0.0.1:8080 --n 10000 --pid <server pid>
+//! wshub-bench fanout --target wshub|bare|socketio --server ... --n 1000 --messages 200 --window 10
+//! wshub-bench echo   --target wshub|bare|socketio --server ... --clients 50 --round-trips 200
+//! wshub-bench soak   --server ... --pid <server pid> --duration 1800 --plot rss.svg  (soak.rs)
+//! wshub-bench churn  --target wshub|bare --server ... --jwt-secret S --duration 10   (churn.rs)
 //! ```
+//!
+//! `--jwt-secret` (wshub) connects every client with an HS256 token for that secret, as a
+//! server started with `auth.enabled` requires. `fanout --rate R` runs open loop (R
+//! publications per second whatever the deliveries; latency counted from the scheduled send
+//! time) instead of closed loop; `fanout --also A,B` spreads the receivers over more servers
+//! (a cluster), the publisher staying on `--server`.
 //!
 //! `wshub` speaks the wshub protocol (`/ws`, rooms, `room_message`, `ping`); `bare` speaks the
 //! reference servers of `shared/bench-peers` (echo every frame; a frame starting with `B:` goes
-//! to every client). Every loop is bounded by counts and by `--timeout`, and only loopback
-//! addresses are accepted: this tool never loads anything but the local machine.
+//! to every client); `socketio` speaks Engine.IO v4 / Socket.IO v5 over the raw WebSocket
+//! transport to the peers of `bench/peers/` (Node socket.io and socketioxide: events `join`,
+//! `publish`, `echo`; see `engineio.rs`). Every loop is bounded by counts and by `--timeout`,
+//! and only loopback addresses are accepted: this tool never loads anything but the local
+//! machine.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +38,12 @@ use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+mod churn;
+mod engineio;
+mod plot;
+mod soak;
+mod token;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -46,6 +63,8 @@ enum Target {
     Wshub,
     /// The bare reference servers: echo, `B:` broadcast.
     Bare,
+    /// Socket.IO servers (Node socket.io 4, socketioxide): Engine.IO v4 over WebSocket.
+    Socketio,
 }
 
 #[derive(clap::Args, Clone)]
@@ -60,6 +79,13 @@ struct Common {
     /// Hard wall-clock limit, seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// wshub with auth on: sign each client's token with this HS256 secret.
+    #[arg(long)]
+    jwt_secret: Option<String>,
+    /// More servers of the same cluster: receivers are spread round-robin over `--server`
+    /// and these (fan-out, idle).
+    #[arg(long, value_delimiter = ',')]
+    also: Vec<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -91,6 +117,9 @@ enum Scenario {
         /// Bytes of padding in each publication.
         #[arg(long, default_value_t = 64)]
         size: usize,
+        /// Open loop: publish at this many publications per second (0 = closed loop).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
     },
     /// Clients doing request/response round trips one at a time.
     Echo {
@@ -101,10 +130,29 @@ enum Scenario {
         #[arg(long, default_value_t = 200)]
         round_trips: usize,
     },
+    /// Steady rooms traffic plus connection churn for `--duration` seconds, sampling the
+    /// server's RSS (and fds, connection count) to show it does not leak; CSV and SVG plot.
+    Soak(soak::SoakArgs),
+    /// Connections that open (with a JWT), join a room and close, back to back from
+    /// `--workers` loops, for `--duration` seconds: connects per second.
+    Churn {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 32)]
+        workers: usize,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// At most this many connections (tokens are minted up front).
+        #[arg(long, default_value_t = 400_000)]
+        max_connects: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Scenario::Soak(args) = cli.scenario {
+        return soak::run(args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -112,9 +160,11 @@ fn main() -> anyhow::Result<()> {
     let common = match &cli.scenario {
         Scenario::Idle { common, .. }
         | Scenario::Fanout { common, .. }
-        | Scenario::Echo { common, .. } => common.clone(),
+        | Scenario::Echo { common, .. }
+        | Scenario::Churn { common, .. } => common.clone(),
+        Scenario::Soak(_) => unreachable!("soak returned above"),
     };
-    if !common.server.ip().is_loopback() {
+    if !common.server.ip().is_loopback() || common.also.iter().any(|a| !a.ip().is_loopback()) {
         bail!("--server must be a loopback address: this tool only loads the local machine");
     }
     let limit = Duration::from_secs(common.timeout);
@@ -133,12 +183,30 @@ fn main() -> anyhow::Result<()> {
                     messages,
                     window,
                     size,
-                } => fanout(&common, n, messages, window, size).await,
+                    rate,
+                } => fanout(&common, n, messages, window, size, rate).await,
                 Scenario::Echo {
                     common,
                     clients,
                     round_trips,
                 } => echo(&common, clients, round_trips).await,
+                Scenario::Churn {
+                    common,
+                    workers,
+                    duration,
+                    max_connects,
+                } => {
+                    churn::churn(churn::ChurnArgs {
+                        target: common.target,
+                        server: common.server,
+                        secret: common.jwt_secret,
+                        workers,
+                        duration: Duration::from_secs(duration),
+                        max_connects,
+                    })
+                    .await
+                }
+                Scenario::Soak(_) => unreachable!("soak returned above"),
             }
         })
         .await
@@ -148,15 +216,31 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn url(common: &Common, id: &str) -> String {
-    match common.target {
-        Target::Wshub => format!("ws://{}/ws?client_id={id}", common.server),
-        Target::Bare => format!("ws://{}/", common.server),
-    }
+fn url(common: &Common, server: SocketAddr, id: &str) -> anyhow::Result<String> {
+    Ok(match (common.target, &common.jwt_secret) {
+        (Target::Wshub, Some(secret)) => format!(
+            "ws://{server}/ws?token={}",
+            token::Minter::new(secret).token(id)?
+        ),
+        (Target::Wshub, None) => format!("ws://{server}/ws?client_id={id}"),
+        (Target::Bare, _) => format!("ws://{server}/"),
+        (Target::Socketio, _) => engineio::url(server),
+    })
+}
+
+/// `--server`, then `--also`.
+fn servers(common: &Common) -> Vec<SocketAddr> {
+    std::iter::once(common.server)
+        .chain(common.also.iter().copied())
+        .collect()
 }
 
 async fn connect(common: &Common, id: &str) -> anyhow::Result<Ws> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url(common, id)).await?;
+    connect_to(common, common.server, id).await
+}
+
+async fn connect_to(common: &Common, server: SocketAddr, id: &str) -> anyhow::Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url(common, server, id)?).await?;
     if common.target == Target::Wshub {
         // `connected` first.
         while let Some(msg) = ws.next().await {
@@ -164,6 +248,9 @@ async fn connect(common: &Common, id: &str) -> anyhow::Result<Ws> {
                 break;
             }
         }
+    }
+    if common.target == Target::Socketio {
+        engineio::handshake(&mut ws).await?;
     }
     Ok(ws)
 }
@@ -199,16 +286,24 @@ async fn connect_many(
 ) -> anyhow::Result<Vec<Ws>> {
     let started = Instant::now();
     let done = Arc::new(AtomicU64::new(0));
+    let servers = servers(common);
     let results: Vec<anyhow::Result<Ws>> = futures_util::stream::iter(0..n)
         .map(|i| {
             let done = done.clone();
             let common = common.clone();
             let room = room.map(str::to_owned);
             let id = format!("{prefix}{i}");
+            let server = servers[i % servers.len()];
             async move {
-                let mut ws = connect(&common, &id).await?;
-                if let (Target::Wshub, Some(room)) = (common.target, room) {
-                    request(&mut ws, "join_room", json!({ "room_id": room }), 1).await?;
+                let mut ws = connect_to(&common, server, &id).await?;
+                match (common.target, room) {
+                    (Target::Wshub, Some(room)) => {
+                        request(&mut ws, "join_room", json!({ "room_id": room }), 1).await?;
+                    }
+                    (Target::Socketio, Some(room)) => {
+                        engineio::call(&mut ws, 1, "join", &json!(room).to_string()).await?;
+                    }
+                    _ => {}
                 }
                 let d = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if d.is_multiple_of(1000) {
@@ -242,45 +337,74 @@ async fn idle(
     settle: u64,
 ) -> anyhow::Result<serde_json::Value> {
     let before = rss_kb(pid)?;
-    let conns = connect_many(common, n, "idle", Some("idle")).await?;
+    let mut conns = connect_many(common, n, "idle", Some("idle")).await?;
+    // Socket.IO servers drop a client that leaves their pings unanswered.
+    let keepers: Vec<_> = if common.target == Target::Socketio {
+        conns
+            .drain(..)
+            .map(|ws| tokio::spawn(engineio::keep_alive(ws)))
+            .collect()
+    } else {
+        Vec::new()
+    };
     tokio::time::sleep(Duration::from_secs(settle)).await;
     let after = rss_kb(pid)?;
     let per_conn = (after.saturating_sub(before)) as f64 * 1024.0 / n as f64;
     drop(conns);
+    keepers.iter().for_each(|k| k.abort());
     Ok(
         json!({"scenario": "idle", "target": format!("{:?}", common.target).to_lowercase(), "n": n,
         "rss_before_kb": before, "rss_after_kb": after, "bytes_per_conn": per_conn.round()}),
     )
 }
 
-fn payload(target: Target, seq: u64, size: usize) -> String {
-    let sent = now_micros();
+/// A publication carrying its sequence number and `sent` (µs since the epoch).
+fn payload(target: Target, seq: u64, sent: u64, size: usize) -> String {
     let pad = "x".repeat(size);
     match target {
         Target::Wshub => json!({"message_type": "room_message",
             "data": {"room_id": "fan", "content": {"s": seq, "t": sent, "p": pad}}})
         .to_string(),
         Target::Bare => format!("B:{seq}:{sent}:{pad}"),
+        Target::Socketio => engineio::publication("fan", seq, sent, &pad),
     }
 }
 
 /// (seq, sent micros) of a received publication, or None for anything else.
 fn parse_publication(target: Target, text: &str) -> Option<(u64, u64)> {
     match target {
+        // Scanned, not parsed: the receivers share one load-generator core, and a full JSON
+        // parse per delivery would make the generator, not the server, the bottleneck (the
+        // other targets' formats are split as cheaply). The content object is relayed
+        // verbatim by the server, so its keys are where the publisher put them.
         Target::Wshub => {
-            let v: serde_json::Value = serde_json::from_str(text).ok()?;
-            if v["message_type"] != "room_message" {
+            // `{"message_id":N,"message_type":"room_message",...}` (GoHub's field order).
+            let head = text.get(..48).unwrap_or(text);
+            if !head.contains(r#""message_type":"room_message""#) {
                 return None;
             }
-            let c = &v["data"]["content"];
-            Some((c["s"].as_u64()?, c["t"].as_u64()?))
+            let content = &text[text.find(r#""content":{"#)?..];
+            Some((
+                number_after(content, r#""s":"#)?,
+                number_after(content, r#""t":"#)?,
+            ))
         }
         Target::Bare => {
             let rest = text.strip_prefix("B:")?;
             let mut parts = rest.splitn(3, ':');
             Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
         }
+        Target::Socketio => engineio::parse_message(text),
     }
+}
+
+/// The unsigned integer right after the first `key` in `text`.
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let rest = &text[text.find(key)? + key.len()..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 fn now_micros() -> u64 {
@@ -296,6 +420,7 @@ async fn fanout(
     messages: u64,
     window: u64,
     size: usize,
+    rate: f64,
 ) -> anyhow::Result<serde_json::Value> {
     let receivers = connect_many(common, n, "rx", Some("fan")).await?;
     let mut publisher = connect(common, "publisher").await?;
@@ -316,7 +441,7 @@ async fn fanout(
         let bad = lost_or_dup.clone();
         let hist = hist.clone();
         tasks.push(tokio::spawn(async move {
-            let (_sink, mut stream): (SplitSink<Ws, Message>, SplitStream<Ws>) = ws.split();
+            let (mut sink, mut stream): (SplitSink<Ws, Message>, SplitStream<Ws>) = ws.split();
             let mut next = 0u64;
             let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
             while next < messages {
@@ -324,6 +449,10 @@ async fn fanout(
                     break;
                 };
                 let Message::Text(t) = msg else { continue };
+                if target == Target::Socketio && t.as_str() == engineio::PING {
+                    let _ = sink.send(Message::text(engineio::PONG)).await;
+                    continue;
+                }
                 // The bare peers echo the publisher only; receivers see every `B:` frame.
                 let Some((seq, sent)) = parse_publication(target, &t) else {
                     continue;
@@ -346,19 +475,52 @@ async fn fanout(
             next
         }));
     }
-    let (mut sink, mut own) = publisher.split();
-    // Drain whatever comes back to the publisher (echo, acks) so its socket never stalls.
-    let drain = tokio::spawn(async move { while own.next().await.is_some() {} });
-    let started = Instant::now();
-    for seq in 0..messages {
-        // Closed loop: at most `window` publications in flight.
-        if seq >= window {
-            let wait_for = (seq - window) as usize;
-            while delivered[wait_for].load(Ordering::Relaxed) < n as u64 {
-                tokio::time::sleep(Duration::from_micros(200)).await;
+    let (sink, mut own) = publisher.split();
+    let sink = Arc::new(tokio::sync::Mutex::new(sink));
+    // Drain whatever comes back to the publisher (echo, acks) so its socket never stalls, and
+    // answer Socket.IO pings.
+    let pong_sink = sink.clone();
+    let drain = tokio::spawn(async move {
+        while let Some(Ok(msg)) = own.next().await {
+            if target == Target::Socketio
+                && let Message::Text(t) = msg
+                && t.as_str() == engineio::PING
+            {
+                let _ = pong_sink
+                    .lock()
+                    .await
+                    .send(Message::text(engineio::PONG))
+                    .await;
             }
         }
-        sink.send(Message::text(payload(target, seq, size))).await?;
+    });
+    let started = Instant::now();
+    let started_us = now_micros();
+    for seq in 0..messages {
+        let sent = if rate > 0.0 {
+            // Open loop: publication `seq` is due at `seq / rate`, however the deliveries go;
+            // its latency counts from then, so a server that falls behind pays for the
+            // backlog (no coordinated omission).
+            let due_us = (seq as f64 * 1e6 / rate) as u64;
+            let now = now_micros().saturating_sub(started_us);
+            if due_us > now {
+                tokio::time::sleep(Duration::from_micros(due_us - now)).await;
+            }
+            started_us + due_us
+        } else {
+            // Closed loop: at most `window` publications in flight.
+            if seq >= window {
+                let wait_for = (seq - window) as usize;
+                while delivered[wait_for].load(Ordering::Relaxed) < n as u64 {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            }
+            now_micros()
+        };
+        sink.lock()
+            .await
+            .send(Message::text(payload(target, seq, sent, size)))
+            .await?;
     }
     let mut total = 0u64;
     for t in tasks {
@@ -370,6 +532,7 @@ async fn fanout(
     let expected = n as u64 * messages;
     Ok(
         json!({"scenario": "fanout", "target": format!("{:?}", target).to_lowercase(), "n": n,
+        "servers": servers(common).len(), "rate": rate,
         "messages": messages, "window": window, "delivered": total, "expected": expected,
         "lost": expected.saturating_sub(total), "out_of_order_or_duplicate": lost_or_dup.load(Ordering::Relaxed),
         "elapsed_s": elapsed, "delivered_per_s": (total as f64 / elapsed).round(),
@@ -394,6 +557,10 @@ async fn echo(
                 match target {
                     Target::Wshub => {
                         request(&mut ws, "ping", json!({"ts": 0}), (i + 1) as i64).await?;
+                    }
+                    Target::Socketio => {
+                        let arg = format!(r#""e{c}:{i}""#);
+                        engineio::call(&mut ws, (i + 1) as u64, "echo", &arg).await?;
                     }
                     Target::Bare => {
                         let text = format!("e{c}:{i}");

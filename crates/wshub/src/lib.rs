@@ -19,6 +19,8 @@
 //! | [`sdk`] | the embedding API: [`Server::builder`], handlers, hooks |
 
 pub mod auth;
+#[doc(hidden)]
+pub mod bench_api;
 pub mod bus;
 pub mod cluster;
 pub mod config;
