@@ -5,6 +5,13 @@
 // serve until the socket closes, wait a jittered backoff, repeat. Everything the application
 // calls goes through `call()`, which sends at once when a connection is up and otherwise queues
 // until the next one (bounded by the request timeout).
+//
+// Room publications pass the RoomTracker's filter (duplicates and our own dropped). When one
+// arrives more than one offset past the last one delivered, the ones in between never reached
+// this connection live (see rooms.ts): the room's pushed frames are held while they are fetched
+// with `history` on the same connection, then the fetched ones and the held ones are delivered in
+// order. If the history can't be read, the connection is dropped and the rejoin's recovery
+// replays the gap instead.
 
 import { Backoff } from './backoff.js';
 import { Emitter } from './emitter.js';
@@ -20,6 +27,7 @@ import {
   type DirectMessage,
   type Envelope,
   type History,
+  type HistoryPublication,
   type Kicked,
   type KickedNotice,
   type Pong,
@@ -36,7 +44,7 @@ import {
   type StreamPosition,
 } from './protocol.js';
 import { PendingRequests, type Waiter } from './requests.js';
-import { RoomTracker } from './rooms.js';
+import { RoomTracker, type PublicationVerdict } from './rooms.js';
 import {
   checkUrl,
   closeQuietly,
@@ -138,6 +146,50 @@ export interface RecoveryEvent {
   error?: WshubError;
 }
 
+/**
+ * Emitted when a room publication arrived more than one offset past the last one delivered: the
+ * publications in between were stored but never reached this connection live (published on
+ * another node while ours was cut off from the broker, or stored by a node that then failed to
+ * publish them). They are fetched with `history` and delivered, in order, right after this
+ * event and before the publication that revealed the gap.
+ */
+export interface GapEvent {
+  roomId: string;
+  epoch: string;
+  /** The last offset delivered before the gap. */
+  after: number;
+  /** The offset of the publication that revealed the gap. */
+  before: number;
+  /** Publications fetched from the history and delivered now (own publications excluded). */
+  filled: number;
+  /**
+   * Offsets of the gap the history no longer held (already out of its window): skipped, lost
+   * to this client. Reload the room's state if you need them.
+   */
+  missing: number;
+  /**
+   * The history could not be read (e.g. 2001 without the `read:message` permission, a timeout).
+   * The client then drops the connection and reconnects: the rejoin's recovery replays the gap
+   * (see the `recovery` event that follows). Without reconnects (`reconnect: false`) the gap
+   * stays: `missing` counts it and the publication after it is delivered.
+   */
+  error?: WshubError;
+}
+
+/** Counters of what the client did to keep the application's view of its rooms whole. */
+export interface ClientStats {
+  /** Room publications dropped because they were delivered already (a replay overlapping live traffic). */
+  duplicatesDropped: number;
+  /** Connections made after an earlier one of this client ended (or failed to rejoin its rooms). */
+  reconnects: number;
+  /** Gaps seen in live room traffic (`gap` events). */
+  gaps: number;
+  /** Publications fetched from the history to fill gaps, and delivered. */
+  gapFilled: number;
+  /** Publications of gaps that the history no longer held, skipped. */
+  gapMissing: number;
+}
+
 export interface WshubEvents {
   room_message: (message: RoomMessage, envelope: Envelope<RoomMessage>) => void;
   direct_message: (message: DirectMessage, envelope: Envelope<DirectMessage>) => void;
@@ -149,6 +201,8 @@ export interface WshubEvents {
   /** Every frame the server pushed (not replies), after duplicate filtering; custom types too. */
   message: (envelope: Envelope) => void;
   recovery: (event: RecoveryEvent) => void;
+  /** A gap in a room's live traffic, about to be filled from the history (see `GapEvent`). */
+  gap: (event: GapEvent) => void;
   state: (change: StateChange) => void;
   /** A token was accepted: at connect (in-band transport) or by a refresh. */
   authenticated: (data: Authenticated) => void;
@@ -199,6 +253,14 @@ interface Connection {
   heartbeat: ReturnType<typeof setTimeout> | undefined;
   /** Frames whose text is being read asynchronously (Blobs): later frames wait behind them. */
   decoding: Promise<void> | undefined;
+  /** A rejoin failed on this connection in a way another attempt may not (timeout, 1003, 1004). */
+  rejoinFailure: WshubError | undefined;
+}
+
+/** A gap being filled: the room's pushed frames held meanwhile, the first one revealed the gap. */
+interface GapFill {
+  readonly conn: Connection;
+  readonly held: Envelope[];
 }
 
 /** One run of the connect loop, from `connect()` to `close()` (or a fatal failure). */
@@ -232,6 +294,13 @@ interface ResolvedOptions {
   giveUpAfterMs: number;
 }
 
+/** Rejoin failures worth another attempt: no reply in time, or the server's 1003/1004. */
+const TRANSIENT_CODES: ReadonlySet<number> = new Set([
+  ErrorCode.RequestTimeout,
+  ErrorCode.ServerError,
+  ErrorCode.Timeout,
+]);
+
 const AUTH_CODES: ReadonlySet<number> = new Set([
   ErrorCode.Unauthorized,
   ErrorCode.Forbidden,
@@ -248,6 +317,10 @@ export class WshubClient extends Emitter<WshubEvents> {
   private readonly backoff: Backoff;
   private readonly requests = new PendingRequests();
   private readonly rooms = new RoomTracker();
+  /** Gaps being filled on the current connection, by room. */
+  private readonly fills = new Map<string, GapFill>();
+  private readonly counters: ClientStats = { duplicatesDropped: 0, reconnects: 0, gaps: 0, gapFilled: 0, gapMissing: 0 };
+  private everConnected = false;
   private queue: Outgoing[] = [];
   private current: ConnectionState = 'idle';
   private conn: Connection | undefined;
@@ -310,6 +383,11 @@ export class WshubClient extends Emitter<WshubEvents> {
     return this.rooms.joinedRooms();
   }
 
+  /** A snapshot of the counters of duplicates dropped, reconnects and gaps filled. */
+  get stats(): ClientStats {
+    return { ...this.counters };
+  }
+
   /** The last delivered position in a room, to persist and pass as `since` to a later `joinRoom`. */
   position(roomId: string): StreamPosition | undefined {
     return this.rooms.position(roomId);
@@ -345,6 +423,7 @@ export class WshubClient extends Emitter<WshubEvents> {
     run.abort?.();
     const conn = this.conn;
     this.conn = undefined;
+    this.fills.clear();
     let closed: Promise<unknown> = Promise.resolve();
     if (conn) {
       this.stopHeartbeat(conn);
@@ -579,10 +658,39 @@ export class WshubClient extends Emitter<WshubEvents> {
         await this.sleep(run, delayMs);
         continue;
       }
-      failures = 0;
-      this.backoff.reset();
-      const info = await this.serve(run, conn);
+      if (this.everConnected) this.counters.reconnects += 1;
+      this.everConnected = true;
+      // The attempt has succeeded once every room is rejoined: until then a failure keeps the
+      // backoff growing and `giveUpAfterMs` counting.
+      let ready = false;
+      const info = await this.serve(run, conn, () => {
+        ready = true;
+        failures = 0;
+        this.backoff.reset();
+      });
       if (run.stopped) return;
+      const rejoinFailure = conn.rejoinFailure;
+      if (rejoinFailure) {
+        // A rejoin failed in a way another attempt may not (the node could not reach the cluster
+        // state, say): it counts as a failed attempt, so the room is not left behind.
+        if (ready) outageStart = Date.now();
+        failures += 1;
+        if (Date.now() - outageStart >= this.settings.giveUpAfterMs) {
+          this.finish(
+            run,
+            new WshubError(
+              ErrorCode.ConnectFailed,
+              `gave up connecting after ${failures} attempts: ${rejoinFailure.message}`,
+              { cause: rejoinFailure },
+            ),
+          );
+          return;
+        }
+        const delayMs = this.backoff.next();
+        this.setState('reconnecting', { attempt: failures, delayMs, error: rejoinFailure });
+        await this.sleep(run, delayMs);
+        continue;
+      }
       let reconnect: boolean;
       try {
         reconnect =
@@ -606,8 +714,8 @@ export class WshubClient extends Emitter<WshubEvents> {
     }
   }
 
-  /** Runs one established connection until it closes. */
-  private async serve(run: Run, conn: Connection): Promise<CloseInfo> {
+  /** Runs one established connection until it closes; `onReady` once its rooms are rejoined. */
+  private async serve(run: Run, conn: Connection, onReady: () => void): Promise<CloseInfo> {
     this.assignedClientId = conn.clientId;
     this.currentNodeId = conn.nodeId;
     // Rejoins go out before anything the application queued, so a queued publication to a
@@ -617,6 +725,7 @@ export class WshubClient extends Emitter<WshubEvents> {
     this.startHeartbeat(conn);
     await rejoined;
     if (!run.stopped && this.conn === conn) {
+      onReady();
       this.setState('connected', { url: conn.url });
       const waiters = this.connectWaiters;
       this.connectWaiters = [];
@@ -650,10 +759,22 @@ export class WshubClient extends Emitter<WshubEvents> {
       this.transmit(conn, { frames: [encodeEnvelope(MessageType.JoinRoom, data, id)], waiter });
       return promise.catch((e: unknown) => {
         const err = toWshubError(e, ErrorCode.ServerError, `rejoining ${roomId} failed`);
-        // A lost connection keeps the room for the next attempt; a refusal (permission revoked,
-        // room full, ...) would repeat on every reconnect, so the room is dropped and reported.
+        this.rooms.joinFailed(roomId);
+        // A lost connection keeps the room for the next attempt.
         if (err.code === ErrorCode.ConnectionLost || err.code === ErrorCode.ClientClosed) return;
-        if (err.code === ErrorCode.RequestTimeout) return;
+        if (TRANSIENT_CODES.has(err.code)) {
+          // No reply in time, or the server could not do it now (1003, 1004: its broker or
+          // cluster state unavailable): another attempt, maybe on another node, may succeed. The
+          // connection is dropped and the loop counts it as a failed attempt; the room stays
+          // tracked and is rejoined, with recovery, on the next connection.
+          if (this.settings.reconnect && this.conn === conn) {
+            conn.rejoinFailure ??= err;
+            this.abandon(conn, { code: CloseCode.Abnormal, reason: `rejoining ${roomId} failed` });
+          }
+          if (this.settings.reconnect || err.code === ErrorCode.RequestTimeout) return;
+        }
+        // A refusal (permission revoked, room full, ...) would repeat on every reconnect, so the
+        // room is dropped and reported.
         this.rooms.forget(roomId);
         this.emit('recovery', { roomId, recovered: false, error: err });
         this.emit('error', err);
@@ -728,6 +849,7 @@ export class WshubClient extends Emitter<WshubEvents> {
           markClosed,
           heartbeat: undefined,
           decoding: undefined,
+          rejoinFailure: undefined,
         };
         // Handlers are swapped synchronously: frames right behind `connected` (even in the same
         // network read) are already handled as the established connection's.
@@ -841,6 +963,14 @@ export class WshubClient extends Emitter<WshubEvents> {
       this.requests.settle(env);
       return;
     }
+    this.onPush(conn, env);
+  }
+
+  /**
+   * A frame the server pushed. `lookForGaps` is false for the publication that revealed a gap
+   * just filled: publications the history no longer held must not hold it up again.
+   */
+  private onPush(conn: Connection, env: Envelope, lookForGaps = true): void {
     const data = env.data as Record<string, unknown> | null;
     switch (env.message_type) {
       case MessageType.Error: {
@@ -858,16 +988,195 @@ export class WshubClient extends Emitter<WshubEvents> {
         void this.rejoinRooms(conn);
         return;
       }
-      case MessageType.RoomDeleted:
-      case MessageType.Kicked:
-        if (data && typeof data.room_id === 'string') this.rooms.forget(data.room_id);
-        break;
     }
-    if (isPublication(data) && !this.rooms.accept(data)) return;
+    const roomId = data !== null && typeof data === 'object' && typeof data.room_id === 'string' ? data.room_id : undefined;
+    if (roomId !== undefined) {
+      // While a gap of the room is being filled, its frames wait behind it, in order.
+      const fill = this.fills.get(roomId);
+      if (fill) {
+        fill.held.push(env);
+        return;
+      }
+      if (env.message_type === MessageType.RoomDeleted || env.message_type === MessageType.Kicked) {
+        this.rooms.forget(roomId);
+      }
+    }
+    if (isPublication(data)) {
+      const verdict = this.rooms.check(data, lookForGaps);
+      if (verdict.action === 'fill') {
+        this.fillGap(conn, env, data.room_id, data.offset, verdict);
+        return;
+      }
+      if (verdict.action === 'drop') {
+        if (verdict.reason === 'duplicate') this.counters.duplicatesDropped += 1;
+        return;
+      }
+    }
+    this.deliver(env);
+  }
+
+  private deliver(env: Envelope): void {
     if (PUSH_EVENTS.has(env.message_type)) {
       (this.emit as (event: string, ...args: unknown[]) => void)(env.message_type, env.data, env);
     }
     this.emit('message', env);
+  }
+
+  // ---- internals: gaps in live traffic ----
+
+  /**
+   * `trigger` (offset `before`) arrived past the offset after `gap.after`: holds the room's
+   * frames and fetches the missing publications from the history on this connection.
+   */
+  private fillGap(
+    conn: Connection,
+    trigger: Envelope,
+    roomId: string,
+    before: number,
+    gap: Extract<PublicationVerdict, { action: 'fill' }>,
+  ): void {
+    const fill: GapFill = { conn, held: [trigger] };
+    this.fills.set(roomId, fill);
+    this.counters.gaps += 1;
+    this.fetchGap(conn, roomId, gap.after, before, gap.epoch)
+      .then(
+        (found) => this.gapFetched(fill, roomId, gap.after, before, gap.epoch, found),
+        (e: unknown) =>
+          this.gapFailed(
+            fill,
+            roomId,
+            gap.after,
+            before,
+            gap.epoch,
+            toWshubError(e, ErrorCode.ServerError, `reading the history of ${roomId} failed`),
+          ),
+      )
+      .catch((e: unknown) => this.emit('error', toWshubError(e, ErrorCode.ProtocolError, `filling a gap in ${roomId} failed`)));
+  }
+
+  /**
+   * The stored publications of `roomId` with offsets strictly between `after` and `before`,
+   * oldest first. Fails when the history is of another epoch (it restarted) or can't be read.
+   */
+  private async fetchGap(
+    conn: Connection,
+    roomId: string,
+    after: number,
+    before: number,
+    epoch: string,
+  ): Promise<HistoryPublication[]> {
+    const out: HistoryPublication[] = [];
+    let cursor = after;
+    while (cursor + 1 < before) {
+      if (this.conn !== conn) throw new WshubError(ErrorCode.ConnectionLost, 'the connection ended while filling a gap');
+      const limit = Math.min(before - cursor - 1, 1000);
+      const reply = (
+        await this.requestOn<History>(conn, MessageType.History, { room_id: roomId, since: cursor, limit })
+      ).data;
+      if (reply?.epoch !== epoch) {
+        throw new WshubError(
+          ErrorCode.ProtocolError,
+          `the history of ${roomId} is of epoch ${String(reply?.epoch)}, not ${epoch}: it restarted`,
+        );
+      }
+      let advanced = false;
+      for (const p of Array.isArray(reply.publications) ? reply.publications : []) {
+        if (typeof p?.offset !== 'number' || p.offset <= cursor) continue;
+        if (p.offset >= before) return out;
+        cursor = p.offset;
+        advanced = true;
+        out.push(p);
+      }
+      // Nothing newer stored below `before` (trimmed, or a room whose offsets jumped when its
+      // history started again): what there was is all there is.
+      if (!advanced) break;
+    }
+    return out;
+  }
+
+  /** Delivers the fetched publications of a gap, then the frames held behind it. */
+  private gapFetched(
+    fill: GapFill,
+    roomId: string,
+    after: number,
+    before: number,
+    epoch: string,
+    found: HistoryPublication[],
+  ): void {
+    // The connection ended meanwhile (fills are dropped with it): the rejoin recovers the gap.
+    if (this.fills.get(roomId) !== fill) return;
+    this.fills.delete(roomId);
+    const conn = fill.conn;
+    // Left, or moved to another epoch (a rejoin that could not recover) meanwhile: the fetched
+    // publications are no longer the ones the position is missing.
+    if (this.rooms.position(roomId)?.epoch === epoch) {
+      const fetched: Envelope[] = [];
+      for (const p of found) {
+        const data = p.data as unknown;
+        if (!isPublication(data) || data.room_id !== roomId || data.offset !== p.offset) continue;
+        fetched.push({
+          message_id: 0,
+          message_type: p.message_type,
+          data,
+          timestamp: typeof data.timestamp === 'number' ? data.timestamp : 0,
+        });
+      }
+      // Our own publications: the server does not deliver them to us live either.
+      const theirs = (env: Envelope): boolean => (env.data as RoomMessage).sender_id !== conn.clientId;
+      const missing = Math.max(0, before - after - 1 - fetched.length);
+      this.counters.gapMissing += missing;
+      this.emit('gap', { roomId, epoch, after, before, filled: fetched.filter(theirs).length, missing });
+      for (const env of fetched) {
+        if (this.conn !== conn) return;
+        if (this.rooms.check(env.data as RoomMessage, false).action !== 'deliver' || !theirs(env)) continue;
+        this.counters.gapFilled += 1;
+        this.deliver(env);
+      }
+    }
+    this.release(conn, fill.held);
+  }
+
+  /**
+   * The gap could not be read from the history: reconnect, so the rejoin's recovery replays it
+   * (from the position, which the held frames never moved). Without reconnects, accept the jump.
+   */
+  private gapFailed(
+    fill: GapFill,
+    roomId: string,
+    after: number,
+    before: number,
+    epoch: string,
+    error: WshubError,
+  ): void {
+    if (this.fills.get(roomId) !== fill) return;
+    const conn = fill.conn;
+    if (this.settings.reconnect) {
+      this.emit('gap', { roomId, epoch, after, before, filled: 0, missing: 0, error });
+      if (this.conn === conn) this.abandon(conn, { code: CloseCode.Abnormal, reason: `could not fill a gap in ${roomId}` });
+      this.fills.delete(roomId);
+      return;
+    }
+    this.fills.delete(roomId);
+    const missing = before - after - 1;
+    this.counters.gapMissing += missing;
+    this.emit('gap', { roomId, epoch, after, before, filled: 0, missing, error });
+    this.release(conn, fill.held);
+  }
+
+  /** Processes the frames held behind a gap, in order; the first one revealed it. */
+  private release(conn: Connection, held: Envelope[]): void {
+    for (let i = 0; i < held.length; i++) {
+      if (this.conn !== conn) return;
+      this.onPush(conn, held[i]!, i !== 0);
+    }
+  }
+
+  /** A request sent on `conn` only: never queued for a later connection. */
+  private requestOn<T>(conn: Connection, type: string, data: unknown): Promise<Envelope<T>> {
+    const id = this.requests.id();
+    const { waiter, promise } = this.requests.wait([id], id, type, this.settings.requestTimeoutMs);
+    this.transmit(conn, { frames: [encodeEnvelope(type, data, id)], waiter });
+    return promise as Promise<Envelope<T>>;
   }
 
   private onSocketClosed(conn: Connection, info: CloseInfo): void {
@@ -875,6 +1184,8 @@ export class WshubClient extends Emitter<WshubEvents> {
     this.stopHeartbeat(conn);
     if (this.conn !== conn) return;
     this.conn = undefined;
+    // Frames held behind gaps are dropped with the connection: the rejoin recovers them.
+    this.fills.clear();
     this.requests.failSent(
       conn,
       (w) =>

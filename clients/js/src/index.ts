@@ -2,7 +2,9 @@
 
 export { WshubClient, defaultShouldReconnect } from './client.js';
 export type {
+  ClientStats,
   ConnectionState,
+  GapEvent,
   RecoveryEvent,
   ReconnectOptions,
   RequestOptions,
@@ -16,7 +18,7 @@ export type { ErrorCodeName, WshubErrorOptions } from './errors.js';
 export { Backoff } from './backoff.js';
 export type { BackoffOptions } from './backoff.js';
 export { RoomTracker } from './rooms.js';
-export type { JoinOutcome } from './rooms.js';
+export type { JoinOutcome, PublicationVerdict } from './rooms.js';
 export { MessageType } from './protocol.js';
 export type * from './protocol.js';
 export type { CloseInfo, WebSocketConstructor, WebSocketLike } from './transport.js';

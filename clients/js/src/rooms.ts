@@ -6,6 +6,12 @@
 // offset. Positions are updated synchronously while frames are processed: several frames can be
 // handled in one tick (the reply to a rejoin and the replay behind it), before any awaiting code
 // would run.
+//
+// The same numbering shows what never arrived: a publication more than one offset past the
+// position means the ones in between were stored but not delivered to this connection (made on
+// another node while ours was cut off from the broker, or stored by a node that then failed to
+// publish them on the bus). `check` reports such a gap instead of accepting the jump; the client
+// fetches the missing ones from the room's history and feeds them back through `check`.
 
 import type { Published, RoomJoined, RoomMessage, StreamPosition } from './protocol.js';
 
@@ -23,10 +29,34 @@ interface RoomState {
   own: Set<number>;
   /** False while the first join is in flight. */
   joined: boolean;
+  /**
+   * A join (first or rejoin) is in flight: publications can arrive before its reply and the
+   * position only follows them (the reply may still move it, e.g. `recovered: false`), so no gap
+   * is looked for.
+   */
+  pending: boolean;
 }
 
 /** How a join reply left the room. */
 export type JoinOutcome = 'joined' | 'recovered' | 'gap';
+
+/**
+ * What to do with a publication (`RoomTracker.check`):
+ * - `deliver`: pass it on; the position moved to it.
+ * - `drop`: already delivered (`duplicate`: at or below the position) or our own (`own`: the
+ *   server never delivers our publications to us live, so a replayed one is hidden too).
+ * - `fill`: it is more than one offset past the position: offsets `after + 1 .. offset - 1` of
+ *   `epoch` never arrived. Nothing was recorded; fetch those from the history, pass them to
+ *   `check(..., false)`, then this one.
+ */
+export type PublicationVerdict =
+  | { action: 'deliver' }
+  | { action: 'drop'; reason: 'duplicate' | 'own' }
+  | { action: 'fill'; after: number; epoch: string };
+
+const DELIVER: PublicationVerdict = { action: 'deliver' };
+const DUPLICATE: PublicationVerdict = { action: 'drop', reason: 'duplicate' };
+const OWN: PublicationVerdict = { action: 'drop', reason: 'own' };
 
 export class RoomTracker {
   private readonly rooms = new Map<string, RoomState>();
@@ -39,27 +69,40 @@ export class RoomTracker {
   joining(roomId: string, since?: StreamPosition): void {
     const state = this.rooms.get(roomId);
     if (since) {
+      // Our own publications past `since` are in the replay that follows: keep them to drop them.
+      const own = state && state.epoch === since.epoch ? [...state.own].filter((o) => o > since.offset) : [];
       this.rooms.set(roomId, {
         epoch: since.epoch,
         offset: since.offset,
-        own: new Set(),
+        own: new Set(own),
         joined: state?.joined ?? false,
+        pending: true,
       });
     } else if (!state) {
-      this.rooms.set(roomId, { epoch: undefined, offset: 0, own: new Set(), joined: false });
+      this.rooms.set(roomId, { epoch: undefined, offset: 0, own: new Set(), joined: false, pending: true });
+    } else {
+      state.pending = true;
     }
   }
 
-  /** A first join failed: the room was never ours. */
+  /** A join failed: a first one leaves the room untracked (it was never ours); a rejoin keeps it. */
   joinFailed(roomId: string): void {
     const state = this.rooms.get(roomId);
     if (state && !state.joined) this.rooms.delete(roomId);
+    else if (state) state.pending = false;
   }
 
   /** Applies a join reply. `recovering` when the join carried `since`. */
   joined(roomId: string, reply: RoomJoined, recovering: boolean): JoinOutcome {
-    const state = this.rooms.get(roomId) ?? { epoch: undefined, offset: 0, own: new Set<number>(), joined: false };
+    const state = this.rooms.get(roomId) ?? {
+      epoch: undefined,
+      offset: 0,
+      own: new Set<number>(),
+      joined: false,
+      pending: false,
+    };
     state.joined = true;
+    state.pending = false;
     this.rooms.set(roomId, state);
     if (recovering && reply.recovered === true) return 'recovered';
     const epoch = reply.epoch;
@@ -93,26 +136,39 @@ export class RoomTracker {
 
   /**
    * Decides whether a publication reaches the application: false for one at or below the
-   * position (a duplicate) or one of our own; true otherwise, moving the position to it.
-   * Publications of rooms we do not track (joined by server-side code) always pass.
+   * position (a duplicate) or one of our own; true otherwise, moving the position to it (a jump
+   * past missing offsets is accepted: use `check` to detect it). Publications of rooms we do not
+   * track (joined by server-side code) always pass.
    */
   accept(message: RoomMessage): boolean {
+    return this.check(message, false).action === 'deliver';
+  }
+
+  /**
+   * Like `accept`, with the reason for a drop; with `lookForGaps` (default), a publication more
+   * than one offset past the position of a joined room (same epoch, no join in flight) is
+   * reported as a gap to `fill` and not recorded.
+   */
+  check(message: RoomMessage, lookForGaps = true): PublicationVerdict {
     const state = this.rooms.get(message.room_id);
     const offset = message.offset;
-    if (!state || typeof offset !== 'number') return true;
+    if (!state || typeof offset !== 'number') return DELIVER;
     if (message.epoch !== undefined && state.epoch !== undefined && message.epoch !== state.epoch) {
       // A new epoch: the room's history restarted and old offsets mean nothing any more.
       state.epoch = message.epoch;
       state.offset = offset;
       state.own.clear();
-      return true;
+      return DELIVER;
     }
-    if (offset <= state.offset) return false;
+    if (offset <= state.offset) return DUPLICATE;
+    if (lookForGaps && state.joined && !state.pending && state.epoch !== undefined && offset > state.offset + 1) {
+      return { action: 'fill', after: state.offset, epoch: state.epoch };
+    }
     if (state.epoch === undefined && message.epoch !== undefined) state.epoch = message.epoch;
     const ours = state.own.delete(offset);
     state.offset = offset;
     this.advance(state);
-    return !ours;
+    return ours ? OWN : DELIVER;
   }
 
   /** Stops tracking a room (left, deleted, kicked, or rejoining failed). */

@@ -84,3 +84,58 @@ test('rooms without history pass everything; untracked rooms pass; failed first 
   assert.equal(t.has('denied'), false);
   assert.deepEqual(t.joinedRooms(), ['plain']);
 });
+
+test('check: a jump past the next offset is a gap to fill, recorded only once the missing ones are fed back', () => {
+  const t = new RoomTracker();
+  t.joining('r');
+  t.joined('r', { room_id: 'r', status: 'joined', epoch: 'e1', offset: 0 }, false);
+  assert.deepEqual(t.check(msg(1)), { action: 'deliver' });
+  assert.deepEqual(t.check(msg(4)), { action: 'fill', after: 1, epoch: 'e1' });
+  assert.deepEqual(t.position('r'), { epoch: 'e1', offset: 1 }, 'nothing recorded for the gap');
+  // The fill: what the history had, then the publication that revealed the gap.
+  assert.deepEqual([2, 3, 4].map((o) => t.check(msg(o), false).action), ['deliver', 'deliver', 'deliver']);
+  assert.deepEqual(t.check(msg(3)), { action: 'drop', reason: 'duplicate' });
+  // A fill that found nothing (out of the history window): the jump is accepted without looking.
+  assert.deepEqual(t.check(msg(9), false), { action: 'deliver' });
+  assert.deepEqual(t.position('r'), { epoch: 'e1', offset: 9 });
+  // accept() keeps its meaning: jumps pass.
+  assert.equal(t.accept(msg(12)), true);
+});
+
+test('check: no gap while a join is in flight, in another epoch, or in a room without history', () => {
+  const t = new RoomTracker();
+  t.joining('r');
+  // Publications before the first join's reply: the reply decides where the room starts.
+  assert.deepEqual(t.check(msg(7)), { action: 'deliver' });
+  t.joined('r', { room_id: 'r', status: 'joined', epoch: 'e1', offset: 5 }, false);
+  assert.deepEqual(t.check(msg(9)).action, 'fill');
+  // A rejoin in flight: the reply may move the position (recovered: false).
+  t.joining('r', { epoch: 'e1', offset: 7 });
+  assert.deepEqual(t.check(msg(40)), { action: 'deliver' });
+  t.joined('r', { room_id: 'r', status: 'joined', recovered: false, epoch: 'e1', offset: 41 }, true);
+  assert.deepEqual(t.check(msg(43)).action, 'fill');
+  // A failed rejoin leaves the room tracked, and gaps looked for again.
+  t.joining('r', { epoch: 'e1', offset: 41 });
+  t.joinFailed('r');
+  assert.equal(t.has('r'), true);
+  assert.deepEqual(t.check(msg(43)).action, 'fill');
+  // A new epoch restarts the numbering: not a gap.
+  assert.deepEqual(t.check(msg(5, 'e2')), { action: 'deliver' });
+  t.joining('plain');
+  t.joined('plain', { room_id: 'plain', status: 'joined' }, false);
+  assert.deepEqual(t.check({ ...msg(3, undefined, 'plain'), epoch: undefined }), { action: 'deliver' });
+});
+
+test('own publications past the position survive a rejoin, so their replay is dropped', () => {
+  const t = new RoomTracker();
+  t.joining('r');
+  t.joined('r', { room_id: 'r', status: 'joined', epoch: 'e1', offset: 3 }, false);
+  // Ours at 5 while 4 is still missing (never arrived live): the position stays at 3.
+  t.published({ room_id: 'r', offset: 5, epoch: 'e1' });
+  assert.deepEqual(t.rejoinList(), [{ roomId: 'r', since: { epoch: 'e1', offset: 3 } }]);
+  t.joining('r', { epoch: 'e1', offset: 3 });
+  assert.equal(t.joined('r', { room_id: 'r', status: 'joined', recovered: true, epoch: 'e1', offset: 6 }, true), 'recovered');
+  // The replay: 4, ours, 6.
+  assert.deepEqual([4, 5, 6].map((o) => t.check(msg(o)).action), ['deliver', 'drop', 'deliver']);
+  assert.deepEqual(t.position('r'), { epoch: 'e1', offset: 6 });
+});
