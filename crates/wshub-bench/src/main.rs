@@ -379,7 +379,7 @@ fn parse_publication(target: Target, text: &str) -> Option<(u64, u64)> {
         // verbatim by the server, so its keys are where the publisher put them.
         Target::Wshub => {
             // `{"message_id":N,"message_type":"room_message",...}` (GoHub's field order).
-            let head = text.get(..48).unwrap_or(text);
+            let head = text.get(..72).unwrap_or(text);
             if !head.contains(r#""message_type":"room_message""#) {
                 return None;
             }
