@@ -133,6 +133,8 @@ enum Scenario {
     /// Steady rooms traffic plus connection churn for `--duration` seconds, sampling the
     /// server's RSS (and fds, connection count) to show it does not leak; CSV and SVG plot.
     Soak(soak::SoakArgs),
+    /// Render a `series,x,y` CSV as an SVG line chart (used by bench/run.sh).
+    Plot(plot::PlotArgs),
     /// Connections that open (with a JWT), join a room and close, back to back from
     /// `--workers` loops, for `--duration` seconds: connects per second.
     Churn {
@@ -150,8 +152,10 @@ enum Scenario {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Scenario::Soak(args) = cli.scenario {
-        return soak::run(args);
+    match cli.scenario {
+        Scenario::Soak(args) => return soak::run(args),
+        Scenario::Plot(args) => return plot::from_csv(&args),
+        _ => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -162,7 +166,7 @@ fn main() -> anyhow::Result<()> {
         | Scenario::Fanout { common, .. }
         | Scenario::Echo { common, .. }
         | Scenario::Churn { common, .. } => common.clone(),
-        Scenario::Soak(_) => unreachable!("soak returned above"),
+        Scenario::Soak(_) | Scenario::Plot(_) => unreachable!("returned above"),
     };
     if !common.server.ip().is_loopback() || common.also.iter().any(|a| !a.ip().is_loopback()) {
         bail!("--server must be a loopback address: this tool only loads the local machine");
@@ -206,7 +210,7 @@ fn main() -> anyhow::Result<()> {
                     })
                     .await
                 }
-                Scenario::Soak(_) => unreachable!("soak returned above"),
+                Scenario::Soak(_) | Scenario::Plot(_) => unreachable!("returned above"),
             }
         })
         .await
@@ -320,6 +324,17 @@ async fn connect_many(
     Ok(ws)
 }
 
+/// The kernel's slab memory (`Slab:` of /proc/meminfo), KiB.
+fn slab_kb() -> anyhow::Result<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("Slab:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no Slab in /proc/meminfo")
+}
+
 fn rss_kb(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -337,6 +352,7 @@ async fn idle(
     settle: u64,
 ) -> anyhow::Result<serde_json::Value> {
     let before = rss_kb(pid)?;
+    let slab_before = slab_kb()?;
     let mut conns = connect_many(common, n, "idle", Some("idle")).await?;
     // Socket.IO servers drop a client that leaves their pings unanswered.
     let keepers: Vec<_> = if common.target == Target::Socketio {
@@ -349,12 +365,17 @@ async fn idle(
     };
     tokio::time::sleep(Duration::from_secs(settle)).await;
     let after = rss_kb(pid)?;
+    let slab_after = slab_kb()?;
     let per_conn = (after.saturating_sub(before)) as f64 * 1024.0 / n as f64;
+    // Machine-wide, and on loopback both ends' sockets are in this kernel: per connection
+    // *pair*, an upper bound for the server's share.
+    let slab_per_conn = (slab_after.saturating_sub(slab_before)) as f64 * 1024.0 / n as f64;
     drop(conns);
     keepers.iter().for_each(|k| k.abort());
     Ok(
         json!({"scenario": "idle", "target": format!("{:?}", common.target).to_lowercase(), "n": n,
-        "rss_before_kb": before, "rss_after_kb": after, "bytes_per_conn": per_conn.round()}),
+        "rss_before_kb": before, "rss_after_kb": after, "bytes_per_conn": per_conn.round(),
+        "kernel_slab_per_conn_pair": slab_per_conn.round()}),
     )
 }
 

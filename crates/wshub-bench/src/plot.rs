@@ -143,7 +143,28 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 
 #[cfg(test)]
 mod tests {
+
     #![allow(clippy::unwrap_used)]
+    #[test]
+    fn csv_series_become_lines() {
+        let dir = std::env::temp_dir().join(format!("wshub-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let csv = dir.join("in.csv");
+        std::fs::write(&csv, "wshub,25,100\ntt,25,300\nwshub,50,120\ntt,50,900\n").unwrap();
+        let args = super::PlotArgs {
+            csv: csv.clone(),
+            out: dir.join("out.svg"),
+            title: "p99 vs load".into(),
+            x_label: "offered load, %".into(),
+            y_label: "p99, µs".into(),
+        };
+        super::from_csv(&args).unwrap();
+        let svg = std::fs::read_to_string(&args.out).unwrap();
+        assert!(svg.contains("wshub") && svg.contains("tt") && svg.contains("p99 vs load"));
+        std::fs::write(&csv, "wshub,25\n").unwrap();
+        assert!(super::from_csv(&args).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     use super::*;
 
     #[test]
@@ -196,4 +217,60 @@ mod tests {
             assert!(plot.to_svg(300, 200).unwrap().contains("</svg>"));
         }
     }
+}
+
+/// `wshub-bench plot`: a CSV of `series,x,y` lines (from `bench/run.sh`) as an SVG line chart,
+/// one line per series in order of first appearance.
+#[derive(clap::Args)]
+pub(crate) struct PlotArgs {
+    #[arg(long)]
+    csv: std::path::PathBuf,
+    #[arg(long)]
+    out: std::path::PathBuf,
+    #[arg(long)]
+    title: String,
+    #[arg(long)]
+    x_label: String,
+    #[arg(long)]
+    y_label: String,
+}
+
+pub(crate) fn from_csv(args: &PlotArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.csv)
+        .with_context(|| format!("reading {}", args.csv.display()))?;
+    let mut names: Vec<String> = Vec::new();
+    let mut points: Vec<Vec<(f64, f64)>> = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let mut parts = line.split(',');
+        let (Some(name), Some(x), Some(y)) = (parts.next(), parts.next(), parts.next()) else {
+            anyhow::bail!("line {}: expected series,x,y", n + 1);
+        };
+        let (x, y): (f64, f64) = (x.trim().parse()?, y.trim().parse()?);
+        let i = match names.iter().position(|s| s == name) {
+            Some(i) => i,
+            None => {
+                names.push(name.to_owned());
+                points.push(Vec::new());
+                names.len() - 1
+            }
+        };
+        points[i].push((x, y));
+    }
+    LinePlot {
+        title: &args.title,
+        x_label: &args.x_label,
+        y_label: &args.y_label,
+        series: names
+            .iter()
+            .zip(&points)
+            .map(|(name, points)| Series { name, points })
+            .collect(),
+        markers: Vec::new(),
+        y_from_zero: true,
+    }
+    .write_svg(&args.out, 900, 500)
 }

@@ -59,13 +59,16 @@ pub(crate) enum Start {
 }
 
 /// Runs a connection from right after the upgrade to the end.
-pub(crate) async fn serve(
+///
+/// Not an `async fn`: its arguments would be stored in the future a second time (next to
+/// `run`'s), for the whole life of the connection. The span is made here and wraps `run`.
+pub(crate) fn serve(
     node: Arc<Node>,
     stream: TcpStream,
     leftover: Bytes,
     start: Start,
     remote: SocketAddr,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let span = match &start {
         Start::Ready(id) => {
             tracing::info_span!("conn", client_id = %id.client_id, node_id = %node.hub.node_id(), %remote)
@@ -74,9 +77,7 @@ pub(crate) async fn serve(
             tracing::info_span!("conn", client_id = tracing::field::Empty, node_id = %node.hub.node_id(), %remote)
         }
     };
-    run(node, stream, leftover, start, remote)
-        .instrument(span)
-        .await;
+    run(node, stream, leftover, start, remote).instrument(span)
 }
 
 async fn run(
