@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: wshub vs the bare reference servers of shared/bench-peers and the
 # Socket.IO peers of bench/peers (Node socket.io, socketioxide), each scenario on a freshly
-# started server pinned to core 0, the load generator on core 1.
-# Writes BENCHMARKS.md. Loopback only. Usage: bench/run.sh [idle_n] [fanout_n] [fanout_messages]
+# started server pinned to core 0, the load generator on core 1. wshub runs with auth on (every
+# client presents an HS256 JWT) and metrics on, as in production.
+#
+# Scenarios: idle memory, closed-loop fan-out, echo, open-loop fan-out at 50 % of the bare
+# tokio-tungstenite server's capacity, a latency-vs-load curve (SVG), JWT churn, and the
+# fan-out with members spread over a 3-node cluster (NATS, Redis; the Socket.IO peers over
+# their Redis adapters). Writes BENCHMARKS.md and bench/plots/*.svg. Loopback only.
+#
+# Usage: bench/run.sh [idle_n] [fanout_n] [fanout_messages]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IDLE_N=${1:-10000}
@@ -10,6 +17,9 @@ FAN_N=${2:-5000}
 FAN_M=${3:-300}
 PEERS=${PEERS_DIR:-../shared/bench-peers}
 PEER_TARGET=/tmp/wshub-bench-peers
+SECRET=bench-secret
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 cargo build --release -p wshub -p wshub-bench >&2
 cargo build --release --manifest-path "$PEERS/Cargo.toml" --target-dir "$PEER_TARGET" >&2
@@ -18,64 +28,190 @@ cargo build --release --manifest-path bench/peers/socketioxide/Cargo.toml --targ
 BENCH=target/release/wshub-bench
 PORT=19100
 
-start() { # name -> sets PID
-  case "$1" in
-    tt) WORKERS=1 taskset -c 0 "$PEER_TARGET/release/server_tt" "127.0.0.1:$PORT" >/dev/null 2>&1 & PID=$! ;;
-    fws) WORKERS=1 taskset -c 0 "$PEER_TARGET/release/server_fws" "127.0.0.1:$PORT" >/dev/null 2>&1 & PID=$! ;;
-    sio) taskset -c 0 node bench/peers/socketio/server.js 127.0.0.1 "$PORT" >/dev/null 2>&1 & PID=$! ;;
-    sioxide) WORKERS=1 taskset -c 0 "$PEER_TARGET/release/socketioxide-peer" 127.0.0.1 "$PORT" >/dev/null 2>&1 & PID=$! ;;
-    wshub) WSHUB_LOG__LEVEL=warn taskset -c 0 target/release/wshub serve --addr "127.0.0.1:$PORT" >/dev/null 2>&1 & PID=$! ;;
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "nothing on port $1" >&2; exit 1; }
+launch() { # name port [redis url] -> sets LAUNCHED to the pid
+  local name=$1 port=$2 redis=${3:-}
+  case "$name" in
+    tt) WORKERS=1 taskset -c 0 "$PEER_TARGET/release/server_tt" "127.0.0.1:$port" >/dev/null 2>&1 & ;;
+    fws) WORKERS=1 taskset -c 0 "$PEER_TARGET/release/server_fws" "127.0.0.1:$port" >/dev/null 2>&1 & ;;
+    sio) REDIS_URL=$redis taskset -c 0 node bench/peers/socketio/server.js 127.0.0.1 "$port" >/dev/null 2>&1 & ;;
+    sioxide) REDIS_URL=$redis WORKERS=1 taskset -c 0 "$PEER_TARGET/release/socketioxide-peer" 127.0.0.1 "$port" >/dev/null 2>&1 & ;;
+    wshub) WSHUB_LOG__LEVEL=warn WSHUB_AUTH__ENABLED=true WSHUB_AUTH__SECRET_KEY=$SECRET \
+      taskset -c 0 target/release/wshub serve --addr "127.0.0.1:$port" >/dev/null 2>&1 & ;;
   esac
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
-  sleep 0.5
+  LAUNCHED=$!
 }
-stop() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PORT=$((PORT + 1)); }
+start() { launch "$1" "$PORT"; PID=$LAUNCHED; wait_port "$PORT"; sleep 0.5; }
+# SIGKILL: a graceful drain (wshub's spreads closes over seconds) would overlap the next run.
+stop() { kill -9 "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PORT=$((PORT + 1)); }
 target_of() { case "$1" in wshub) echo wshub ;; sio|sioxide) echo socketio ;; *) echo bare ;; esac; }
+auth_of() { [ "$1" = wshub ] && echo "--jwt-secret $SECRET" || true; }
+load() { # server scenario args... (on core 1)
+  local s=$1; shift
+  # shellcheck disable=SC2046
+  taskset -c 1 "$BENCH" "$@" --target "$(target_of "$s")" $(auth_of "$s") 2>/dev/null
+}
 field() { sed -n 's/^RESULT //p' | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+check() { # name, RESULT output: fails the run on any lost, doubled or reordered delivery
+  local lost bad
+  lost=$(echo "$2" | field lost); bad=$(echo "$2" | field out_of_order_or_duplicate)
+  [ "$lost" = 0 ] && [ "$bad" = 0 ] || { echo "$1: lost $lost, out of order or doubled $bad" >&2; exit 1; }
+}
+calc() { python3 -c "print($1)"; }
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 
-declare -A IDLE FAN P99 ECHO
-for s in tt fws sio sioxide wshub; do
-  start "$s"; IDLE[$s]=$(taskset -c 1 "$BENCH" idle --target "$(target_of $s)" --server "127.0.0.1:$PORT" --n "$IDLE_N" --pid "$PID" 2>/dev/null | field bytes_per_conn); stop
-  start "$s"; OUT=$(taskset -c 1 "$BENCH" fanout --target "$(target_of $s)" --server "127.0.0.1:$PORT" --n "$FAN_N" --messages "$FAN_M" --window 8 2>/dev/null)
-  FAN[$s]=$(echo "$OUT" | field delivered_per_s); P99[$s]=$(echo "$OUT" | field p99_us)
-  LOST=$(echo "$OUT" | field lost); [ "$LOST" = 0 ] || { echo "$s lost $LOST messages" >&2; exit 1; }
-  BAD=$(echo "$OUT" | field out_of_order_or_duplicate); [ "$BAD" = 0 ] || { echo "$s: $BAD deliveries out of order or doubled" >&2; exit 1; }
-  stop
-  start "$s"; ECHO[$s]=$(taskset -c 1 "$BENCH" echo --target "$(target_of $s)" --server "127.0.0.1:$PORT" --clients 50 --round-trips 1000 2>/dev/null | field round_trips_per_s); stop
+SERVERS="tt fws sio sioxide wshub"
+declare -A IDLE SLAB FAN P99 ECHO OPEN_P99 CHURN CLUSTER
+for s in $SERVERS; do
+  echo "== $s" >&2
+  start "$s"; OUT=$(load "$s" idle --server "127.0.0.1:$PORT" --n "$IDLE_N" --pid "$PID")
+  IDLE[$s]=$(echo "$OUT" | field bytes_per_conn); SLAB[$s]=$(echo "$OUT" | field kernel_slab_per_conn_pair); stop
+  start "$s"; OUT=$(load "$s" fanout --server "127.0.0.1:$PORT" --n "$FAN_N" --messages "$FAN_M" --window 8)
+  check "$s fan-out" "$OUT"; FAN[$s]=$(echo "$OUT" | field delivered_per_s); P99[$s]=$(echo "$OUT" | field p99_us); stop
+  start "$s"; ECHO[$s]=$(load "$s" echo --server "127.0.0.1:$PORT" --clients 50 --round-trips 1000 | field round_trips_per_s); stop
 done
 
-ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
-inv() { python3 -c "print(f'{$2/$1:.2f}')"; }
+# Open loop: the same offered load for everyone, half of what the bare tokio-tungstenite server
+# sustained closed-loop (publications/s), for about 5 s; p99 from each publication's due time.
+TT_PUBS=$(calc "${FAN[tt]} / $FAN_N")
+RATE50=$(calc "round(0.5 * $TT_PUBS, 1)")
+OPEN_M=$(calc "max(50, int($RATE50 * 5))")
+for s in $SERVERS; do
+  start "$s"; OUT=$(load "$s" fanout --server "127.0.0.1:$PORT" --n "$FAN_N" --messages "$OPEN_M" --rate "$RATE50" --timeout 300)
+  check "$s open loop" "$OUT"; OPEN_P99[$s]=$(echo "$OUT" | field p99_us); stop
+done
+
+# Latency vs offered load (share of tt's closed-loop capacity), wshub and the bare servers.
+mkdir -p bench/plots
+CURVE=$WORK/curve.csv; : > "$CURVE"
+for pct in 25 50 75 90; do
+  rate=$(calc "round($pct / 100 * $TT_PUBS, 1)"); m=$(calc "max(50, int($rate * 4))")
+  for s in wshub tt fws; do
+    start "$s"; OUT=$(load "$s" fanout --server "127.0.0.1:$PORT" --n "$FAN_N" --messages "$m" --rate "$rate" --timeout 300)
+    check "$s curve $pct%" "$OUT"; echo "$s,$pct,$(calc "$(echo "$OUT" | field p99_us) / 1000")" >> "$CURVE"; stop
+  done
+done
+"$BENCH" plot --csv "$CURVE" --out bench/plots/fanout-p99-vs-load.svg \
+  --title "Fan-out to $FAN_N members: p99 latency vs offered load (open loop)" \
+  --x-label "offered load, % of bare tokio-tungstenite's closed-loop capacity" --y-label "p99 latency, ms"
+cp "$CURVE" bench/plots/fanout-p99-vs-load.csv
+
+# Churn: connect + (wshub: verify the JWT, join a room) + close, back to back, 10 s.
+for s in wshub tt; do
+  start "$s"; OUT=$(load "$s" churn --server "127.0.0.1:$PORT" --workers 32 --duration 10)
+  [ "$(echo "$OUT" | field errors)" = 0 ] || { echo "$s churn errors: $OUT" >&2; exit 1; }
+  CHURN[$s]=$(echo "$OUT" | field connects_per_s); stop
+done
+
+# Cluster fan-out: the same members spread over 3 nodes; every server process on core 0.
+free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
+cluster_fanout() { # label, then the node launcher as a function name
+  local label=$1 launcher=$2 p1=$PORT p2=$((PORT + 1)) p3=$((PORT + 2)) pids=()
+  for p in $p1 $p2 $p3; do $launcher "$p"; pids+=("$LAUNCHED"); done
+  for p in $p1 $p2 $p3; do wait_port "$p"; done
+  sleep 2
+  local s=${label%%-*}
+  OUT=$(load "$s" fanout --server "127.0.0.1:$p1" --also "127.0.0.1:$p2,127.0.0.1:$p3" --n "$FAN_N" --messages "$FAN_M" --window 8 --timeout 300)
+  check "$label" "$OUT"; CLUSTER[$label]=$(echo "$OUT" | field delivered_per_s)
+  kill -9 "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true
+  PORT=$((PORT + 3))
+}
+NATS_PORT=$(free_port); REDIS_PORT=$(free_port)
+taskset -c 0 nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/nats" >/dev/null 2>&1 &
+taskset -c 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >/dev/null 2>&1 &
+wait_port "$NATS_PORT"; wait_port "$REDIS_PORT"
+wshub_node() { # port; bus from $BUS
+  local bus_yaml
+  if [ "$BUS" = nats ]; then bus_yaml="  bus_type: nats
+  nats:
+    urls: [\"nats://127.0.0.1:$NATS_PORT\"]"
+  else bus_yaml="  bus_type: redis
+  redis:
+    addrs: [\"127.0.0.1:$REDIS_PORT\"]"; fi
+  cat > "$WORK/node-$1.yaml" <<EOF
+cluster:
+  enabled: true
+  node_id: node-$1
+$bus_yaml
+EOF
+  WSHUB_LOG__LEVEL=warn WSHUB_AUTH__ENABLED=true WSHUB_AUTH__SECRET_KEY=$SECRET \
+    taskset -c 0 target/release/wshub serve --config "$WORK/node-$1.yaml" --addr "127.0.0.1:$1" >/dev/null 2>&1 &
+  LAUNCHED=$!
+}
+sio_node() { launch sio "$1" "redis://127.0.0.1:$REDIS_PORT"; }
+sioxide_node() { launch sioxide "$1" "redis://127.0.0.1:$REDIS_PORT"; }
+BUS=nats cluster_fanout wshub-nats wshub_node
+BUS=redis cluster_fanout wshub-redis wshub_node
+cluster_fanout sio-redis sio_node
+cluster_fanout sioxide-redis sioxide_node
+
 {
   echo "# Benchmarks"
   echo
-  echo "Produced by \`bench/run.sh $IDLE_N $FAN_N $FAN_M\` on $(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))."
-  echo "Each scenario runs on a fresh server pinned to core 0 (\`taskset -c 0\`, one worker thread"
-  echo "for the peers; wshub's default runtime on that core), the load generator \`wshub-bench\` on"
-  echo "core 1. Ratios compare wshub with each peer measured in the same run; absolute numbers on"
-  echo "this shared 2-core machine are noisy and bounded by the single-core load generator."
-  echo "wshub runs its full protocol: JSON envelopes, rooms, \`room_message\`, \`ping\`. The Socket.IO"
-  echo "peers (\`bench/peers/\`: Node socket.io 4 with its in-memory adapter, socketioxide on a"
+  echo "Produced by \`bench/run.sh $IDLE_N $FAN_N $FAN_M\` on $(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
+  echo "commit $(git rev-parse --short HEAD). Each scenario runs on a fresh server pinned to core 0"
+  echo "(\`taskset -c 0\`; one worker thread for the peers, wshub's default runtime on that core), the"
+  echo "load generator \`wshub-bench\` on core 1. Ratios compare wshub with each peer measured in the"
+  echo "same run; absolute numbers on this shared 2-core machine are noisy and bounded by the"
+  echo "single-core load generator."
+  echo
+  echo "wshub runs as in production: auth on (every client connects with an HS256 JWT, verified at"
+  echo "the upgrade), metrics on, JSON envelopes, rooms, \`room_message\`, \`ping\`. The bare servers"
+  echo "(\`$PEERS\`) echo and broadcast \`B:\` frames with no protocol at all. The Socket.IO peers"
+  echo "(\`bench/peers/\`: Node socket.io 4 with its in-memory adapter, socketioxide on a"
   echo "current-thread runtime) run the same scenarios over Engine.IO v4 / WebSocket: idle clients join a"
   echo "room, the publisher emits \`publish\` and members get \`message\`, echo is an event with an ack."
   echo
   row() { # label, array name
     local -n a=$2
-    echo "| $1 | ${a[wshub]} | ${a[tt]} | ${a[fws]} | ${a[sio]} | ${a[sioxide]} | $(ratio ${a[wshub]} ${a[tt]}) | $(ratio ${a[wshub]} ${a[fws]}) | $(ratio ${a[wshub]} ${a[sio]}) | $(ratio ${a[wshub]} ${a[sioxide]}) |"
+    echo "| $1 | ${a[wshub]} | ${a[tt]} | ${a[fws]} | ${a[sio]} | ${a[sioxide]} | $(ratio "${a[wshub]}" "${a[tt]}") | $(ratio "${a[wshub]}" "${a[fws]}") | $(ratio "${a[wshub]}" "${a[sio]}") | $(ratio "${a[wshub]}" "${a[sioxide]}") |"
   }
   echo "| scenario | wshub | tokio-tungstenite (tt) | fastwebsockets (fws) | Socket.IO (sio) | socketioxide (sioxide) | wshub / tt | wshub / fws | wshub / sio | wshub / sioxide |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   row "idle: server RSS per connection, bytes (lower is better; $IDLE_N connections)" IDLE
-  row "fan-out: delivered msgs/s ($FAN_N members × $FAN_M, window 8)" FAN
-  row "fan-out: p99 latency, µs (lower is better)" P99
+  row "idle: kernel slab per connection pair, bytes (both loopback ends; context)" SLAB
+  row "fan-out: delivered msgs/s ($FAN_N members × $FAN_M, closed loop, window 8)" FAN
+  row "fan-out: p99 latency at saturation, µs (lower is better)" P99
+  row "fan-out: p99 latency at 50 % load, µs ($RATE50 publications/s open loop; lower is better)" OPEN_P99
   row "echo: round trips/s (50 clients × 1000)" ECHO
   echo
   echo "Every fan-out run delivered every message to every member, in order (the generator counts"
-  echo "lost, duplicated and reordered deliveries; the run fails on any)."
+  echo "lost, duplicated and reordered deliveries; the run fails on any). \"50 % load\" is half of"
+  echo "the publications/s the bare tokio-tungstenite server sustained closed loop in this run"
+  echo "($TT_PUBS/s), offered to every server alike; latency counts from each publication's due time."
   echo
-  echo "Not yet measured here: the cluster fan-out over NATS/Redis (wshub) and over the Redis adapters"
-  echo "(both Socket.IO peers take \`REDIS_URL\`), churn with JWT, open-loop latency curves and plots"
-  echo "(see the performance issue)."
+  echo "## Latency vs load"
+  echo
+  echo "![p99 vs offered load](bench/plots/fanout-p99-vs-load.svg)"
+  echo
+  echo "| offered load (% of tt's capacity) | wshub p99, ms | tt p99, ms | fws p99, ms |"
+  echo "|---|---|---|---|"
+  for pct in 25 50 75 90; do
+    echo "| $pct | $(grep "^wshub,$pct," "$CURVE" | cut -d, -f3) | $(grep "^tt,$pct," "$CURVE" | cut -d, -f3) | $(grep "^fws,$pct," "$CURVE" | cut -d, -f3) |"
+  done
+  echo
+  echo "## Churn"
+  echo
+  echo "| | connects/s (10 s, 32 loops) |"
+  echo "|---|---|"
+  echo "| wshub: upgrade with a JWT (verified), \`connected\`, \`join_room\` → \`room_joined\`, close | ${CHURN[wshub]} |"
+  echo "| tt: upgrade, close (nothing else) | ${CHURN[tt]} |"
+  echo "| wshub / tt | $(ratio "${CHURN[wshub]}" "${CHURN[tt]}") |"
+  echo
+  echo "## Cluster fan-out"
+  echo
+  echo "The same $FAN_N members × $FAN_M publications, members spread round-robin over 3 nodes, the"
+  echo "publisher on the first; the 3 nodes and the broker share core 0 (the single-node runs had"
+  echo "that core to themselves), so the ratio is the price of the bus hop on the same CPU."
+  echo
+  echo "| cluster | delivered msgs/s | vs the same server on one node |"
+  echo "|---|---|---|"
+  echo "| wshub, 3 nodes on NATS | ${CLUSTER[wshub-nats]} | $(ratio "${CLUSTER[wshub-nats]}" "${FAN[wshub]}") |"
+  echo "| wshub, 3 nodes on Redis | ${CLUSTER[wshub-redis]} | $(ratio "${CLUSTER[wshub-redis]}" "${FAN[wshub]}") |"
+  echo "| Socket.IO, 3 nodes, @socket.io/redis-adapter | ${CLUSTER[sio-redis]} | $(ratio "${CLUSTER[sio-redis]}" "${FAN[sio]}") |"
+  echo "| socketioxide, 3 nodes, socketioxide-redis | ${CLUSTER[sioxide-redis]} | $(ratio "${CLUSTER[sioxide-redis]}" "${FAN[sioxide]}") |"
+  echo "| wshub on NATS / Socket.IO on Redis | $(ratio "${CLUSTER[wshub-nats]}" "${CLUSTER[sio-redis]}") | |"
+  echo
   cat bench/changes.md
 } > BENCHMARKS.md
 cat BENCHMARKS.md
