@@ -10,7 +10,7 @@
 # their Redis adapters). Writes BENCHMARKS.md and bench/plots/*.svg. Loopback only.
 #
 # Usage: bench/run.sh [idle_n] [fanout_n] [fanout_messages]
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 IDLE_N=${1:-10000}
 FAN_N=${2:-5000}
@@ -19,7 +19,9 @@ PEERS=${PEERS_DIR:-../shared/bench-peers}
 PEER_TARGET=/tmp/wshub-bench-peers
 SECRET=bench-secret
 WORK=$(mktemp -d)
+LOG=${BENCH_LOG:-/tmp/wshub-bench-run.log}; : > "$LOG"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'echo "bench/run.sh failed at line $LINENO; the load generator said (tail of $LOG):" >&2; tail -5 "$LOG" >&2' ERR
 
 cargo build --release -p wshub -p wshub-bench >&2
 cargo build --release --manifest-path "$PEERS/Cargo.toml" --target-dir "$PEER_TARGET" >&2
@@ -49,7 +51,8 @@ auth_of() { [ "$1" = wshub ] && echo "--jwt-secret $SECRET" || true; }
 load() { # server scenario args... (on core 1)
   local s=$1; shift
   # shellcheck disable=SC2046
-  taskset -c 1 "$BENCH" "$@" --target "$(target_of "$s")" $(auth_of "$s") 2>/dev/null
+  echo "--- $s $*" >> "$LOG"
+  taskset -c 1 "$BENCH" "$@" --target "$(target_of "$s")" $(auth_of "$s") 2>>"$LOG"
 }
 field() { sed -n 's/^RESULT //p' | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 check() { # name, RESULT output: fails the run on any lost, doubled or reordered delivery

@@ -642,20 +642,7 @@ export class WshubClient extends Emitter<WshubEvents> {
           return;
         }
         failures += 1;
-        if (Date.now() - outageStart >= this.settings.giveUpAfterMs) {
-          this.finish(
-            run,
-            new WshubError(
-              ErrorCode.ConnectFailed,
-              `gave up connecting after ${failures} attempts: ${failure.error.message}`,
-              { cause: failure.error },
-            ),
-          );
-          return;
-        }
-        const delayMs = this.backoff.next();
-        this.setState('reconnecting', { attempt: failures, delayMs, error: failure.error });
-        await this.sleep(run, delayMs);
+        if (!(await this.retryAfterFailure(run, failures, outageStart, failure.error))) return;
         continue;
       }
       if (this.everConnected) this.counters.reconnects += 1;
@@ -675,20 +662,7 @@ export class WshubClient extends Emitter<WshubEvents> {
         // state, say): it counts as a failed attempt, so the room is not left behind.
         if (ready) outageStart = Date.now();
         failures += 1;
-        if (Date.now() - outageStart >= this.settings.giveUpAfterMs) {
-          this.finish(
-            run,
-            new WshubError(
-              ErrorCode.ConnectFailed,
-              `gave up connecting after ${failures} attempts: ${rejoinFailure.message}`,
-              { cause: rejoinFailure },
-            ),
-          );
-          return;
-        }
-        const delayMs = this.backoff.next();
-        this.setState('reconnecting', { attempt: failures, delayMs, error: rejoinFailure });
-        await this.sleep(run, delayMs);
+        if (!(await this.retryAfterFailure(run, failures, outageStart, rejoinFailure))) return;
         continue;
       }
       let reconnect: boolean;
@@ -1250,6 +1224,31 @@ export class WshubClient extends Emitter<WshubEvents> {
   private stopHeartbeat(conn: Connection): void {
     if (conn.heartbeat !== undefined) clearTimeout(conn.heartbeat);
     conn.heartbeat = undefined;
+  }
+
+  /**
+   * After a failed attempt (connecting, or rejoining the rooms): gives up once `giveUpAfterMs`
+   * has passed since the outage began (false), else waits the next backoff delay (true).
+   */
+  private async retryAfterFailure(
+    run: Run,
+    failures: number,
+    outageStart: number,
+    error: WshubError,
+  ): Promise<boolean> {
+    if (Date.now() - outageStart >= this.settings.giveUpAfterMs) {
+      this.finish(
+        run,
+        new WshubError(ErrorCode.ConnectFailed, `gave up connecting after ${failures} attempts: ${error.message}`, {
+          cause: error,
+        }),
+      );
+      return false;
+    }
+    const delayMs = this.backoff.next();
+    this.setState('reconnecting', { attempt: failures, delayMs, error });
+    await this.sleep(run, delayMs);
+    return true;
   }
 
   private sleep(run: Run, ms: number): Promise<void> {

@@ -282,6 +282,28 @@ async fn request(
     bail!("connection closed")
 }
 
+/// `join_room`, retried like a real client would when the node answers 1003/1004 (its
+/// cluster state timed out: thousands of joins at once against a cluster sharing one core).
+async fn join_with_retry(ws: &mut Ws, room: &str) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match request(ws, "join_room", json!({ "room_id": room }), attempt).await {
+            Ok(_) => return Ok(()),
+            Err(e) if attempt < 8 && is_transient(&e) => {
+                tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A server error with code 1003 (timeout) or 1004 (temporarily unavailable).
+fn is_transient(e: &anyhow::Error) -> bool {
+    let text = e.to_string();
+    text.contains(r#""code":1003"#) || text.contains(r#""code":1004"#)
+}
+
 async fn connect_many(
     common: &Common,
     n: usize,
@@ -301,9 +323,7 @@ async fn connect_many(
             async move {
                 let mut ws = connect_to(&common, server, &id).await?;
                 match (common.target, room) {
-                    (Target::Wshub, Some(room)) => {
-                        request(&mut ws, "join_room", json!({ "room_id": room }), 1).await?;
-                    }
+                    (Target::Wshub, Some(room)) => join_with_retry(&mut ws, &room).await?,
                     (Target::Socketio, Some(room)) => {
                         engineio::call(&mut ws, 1, "join", &json!(room).to_string()).await?;
                     }

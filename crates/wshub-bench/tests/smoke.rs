@@ -23,16 +23,23 @@ fn run(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(line).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fanout_and_echo_smoke_run_loses_nothing() {
+/// A node on a free loopback port, and its address.
+async fn start(config: wshub::Config) -> (wshub::RunningServer, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let running = wshub::Server::builder()
+        .config(config)
         .build()
         .unwrap()
         .serve(listener)
         .await
         .unwrap();
     let server = running.local_addr().to_string();
+    (running, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_and_echo_smoke_run_loses_nothing() {
+    let (_running, server) = start(wshub::Config::default()).await;
     let result = tokio::task::spawn_blocking(move || {
         let fan = run(&[
             "fanout",
@@ -86,15 +93,7 @@ async fn open_loop_and_jwt_churn_smoke_run_loses_nothing() {
     let mut config = wshub::Config::default();
     config.auth.enabled = true;
     config.auth.secret_key = "smoke-secret".into();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = wshub::Server::builder()
-        .config(config)
-        .build()
-        .unwrap()
-        .serve(listener)
-        .await
-        .unwrap();
-    let server = running.local_addr().to_string();
+    let (_running, server) = start(config).await;
     let (fan, churn) = tokio::task::spawn_blocking(move || {
         let fan = run(&[
             "fanout",
@@ -145,15 +144,7 @@ async fn churn_reports_refused_tokens_as_errors() {
     let mut config = wshub::Config::default();
     config.auth.enabled = true;
     config.auth.secret_key = "right".into();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = wshub::Server::builder()
-        .config(config)
-        .build()
-        .unwrap()
-        .serve(listener)
-        .await
-        .unwrap();
-    let server = running.local_addr().to_string();
+    let (_running, server) = start(config).await;
     let churn = tokio::task::spawn_blocking(move || {
         run(&[
             "churn",
