@@ -127,7 +127,7 @@ mod tests {
             format!(r#"{{"room_id": "r", "kind": "{SECRET}"}}"#),
             format!(r#"{{"room_id": "r", "{SECRET}": 1}}"#),
             format!(r#"{{"room_id": "r", "n": 1.5e300, "x": "{SECRET}"}}"#),
-            format!(r#"{{"room_id": "r", "n": true}}"#),
+            r#"{"room_id": "r", "n": true}"#.to_string(),
             format!(r#"{{"room_id": ["{SECRET}"]}}"#),
             format!(r#"{{"room_id": "{SECRET}\"#),
         ];
