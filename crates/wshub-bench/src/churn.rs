@@ -60,9 +60,10 @@ pub(crate) async fn churn(args: ChurnArgs) -> anyhow::Result<serde_json::Value> 
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let deadline = started + args.duration;
+    let bar = crate::progress::counter("cycles");
     let mut tasks = Vec::new();
     for w in 0..args.workers.max(1) {
-        let (tokens, next) = (tokens.clone(), next.clone());
+        let (tokens, next, bar) = (tokens.clone(), next.clone(), bar.clone());
         let (target, server) = (args.target, args.server);
         tasks.push(tokio::spawn(async move {
             let join = masked_text(&format!(
@@ -77,7 +78,10 @@ pub(crate) async fn churn(args: ChurnArgs) -> anyhow::Result<serde_json::Value> 
                 let Some(token) = tokens.get(i) else { break };
                 let t0 = Instant::now();
                 match cycle(target, server, token.as_deref(), &join, &mut buf).await {
-                    Ok(()) => hist.record(t0.elapsed().as_micros() as u64)?,
+                    Ok(()) => {
+                        hist.record(t0.elapsed().as_micros() as u64)?;
+                        bar.inc(1);
+                    }
                     Err(e) => {
                         errors += 1;
                         first_error.get_or_insert_with(|| e.to_string());
@@ -98,6 +102,7 @@ pub(crate) async fn churn(args: ChurnArgs) -> anyhow::Result<serde_json::Value> 
             first_error = f;
         }
     }
+    bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     let cycles = hist.len();
     Ok(json!({

@@ -42,6 +42,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 mod churn;
 mod engineio;
 mod plot;
+mod progress;
 mod soak;
 mod token;
 
@@ -311,11 +312,11 @@ async fn connect_many(
     room: Option<&str>,
 ) -> anyhow::Result<Vec<Ws>> {
     let started = Instant::now();
-    let done = Arc::new(AtomicU64::new(0));
+    let bar = progress::bar(n as u64, "connections");
     let servers = servers(common);
     let results: Vec<anyhow::Result<Ws>> = futures_util::stream::iter(0..n)
         .map(|i| {
-            let done = done.clone();
+            let bar = bar.clone();
             let common = common.clone();
             let room = room.map(str::to_owned);
             let id = format!("{prefix}{i}");
@@ -329,10 +330,7 @@ async fn connect_many(
                     }
                     _ => {}
                 }
-                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if d.is_multiple_of(1000) {
-                    eprintln!("  connected {d}/{n}");
-                }
+                bar.inc(1);
                 Ok(ws)
             }
         })
@@ -340,6 +338,7 @@ async fn connect_many(
         .collect()
         .await;
     let ws: Vec<Ws> = results.into_iter().collect::<anyhow::Result<_>>()?;
+    bar.finish_and_clear();
     eprintln!("connected {n} in {:.2}s", started.elapsed().as_secs_f64());
     Ok(ws)
 }
@@ -537,6 +536,7 @@ async fn fanout(
     });
     let started = Instant::now();
     let started_us = now_micros();
+    let bar = progress::bar(messages, "published");
     for seq in 0..messages {
         let sent = if rate > 0.0 {
             // Open loop: publication `seq` is due at `seq / rate`, however the deliveries go;
@@ -562,7 +562,9 @@ async fn fanout(
             .await
             .send(Message::text(payload(target, seq, sent, size)))
             .await?;
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     let mut total = 0u64;
     for t in tasks {
         total += t.await?;
@@ -589,8 +591,10 @@ async fn echo(
     let conns = connect_many(common, clients, "echo", None).await?;
     let target = common.target;
     let started = Instant::now();
+    let bar = progress::bar((clients * round_trips) as u64, "round trips");
     let mut tasks = Vec::new();
     for (c, mut ws) in conns.into_iter().enumerate() {
+        let bar = bar.clone();
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             for i in 0..round_trips {
@@ -619,6 +623,7 @@ async fn echo(
                     }
                 }
                 let _ = h.record(t0.elapsed().as_micros().max(1) as u64);
+                bar.inc(1);
             }
             anyhow::Ok(h)
         }));
@@ -627,6 +632,7 @@ async fn echo(
     for t in tasks {
         all.add(t.await??)?;
     }
+    bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     let total = (clients * round_trips) as f64;
     Ok(
