@@ -188,11 +188,17 @@ fn is_json(headers: &http::HeaderMap) -> bool {
     else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/json")
-        || (essence.len() > "application/".len() + 5
-            && essence[.."application/".len()].eq_ignore_ascii_case("application/")
-            && essence.to_ascii_lowercase().ends_with("+json"))
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .and_then(|subtype| subtype.strip_suffix("+json"))
+            .is_some_and(|name| !name.is_empty())
 }
 
 async fn not_found() -> ApiError {
@@ -625,3 +631,28 @@ impl utoipa::Modify for AdminSecurity {
     modifiers(&AdminSecurity)
 )]
 pub struct ApiDoc;
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    fn with(content_type: &str) -> bool {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_str(content_type).unwrap_or_else(|_| unreachable!()),
+        );
+        is_json(&h)
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/merge-patch+json"));
+        assert!(!with("application/+json"));
+        assert!(!with("text/json"));
+        assert!(!with("application/jsonx"));
+        assert!(!is_json(&http::HeaderMap::new()));
+    }
+}
