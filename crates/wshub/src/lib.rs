@@ -11,7 +11,7 @@
 //! |---|---|
 //! | [`config`] | the configuration structs and their defaults |
 //! | `http` | the listener, the `/ws` upgrade, `/health` |
-//! | `conn` | one connection: frame reader, bounded queue, writer task |
+//! | `conn` | one connection: one hand-written task (frame reader, outbound writer), bounded queue |
 //! | `dispatch` | `message_type` -> handler; built-in handlers in `dispatch::handlers` |
 //! | `hub` | connected clients, rooms, local fan-out |
 //! | `auth` | permissions and the one permission check |

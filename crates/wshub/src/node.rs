@@ -55,6 +55,7 @@ pub(crate) struct LiveLimits {
     pub(crate) max_message_size: AtomicUsize,
     read_timeout_ms: AtomicU64,
     write_timeout_ms: AtomicU64,
+    write_batch_bytes: AtomicUsize,
     messages_per_second: AtomicU32,
     messages_burst: AtomicU32,
     rate_limit_strikes: AtomicU32,
@@ -67,6 +68,7 @@ impl LiveLimits {
             max_message_size: AtomicUsize::new(0),
             read_timeout_ms: AtomicU64::new(0),
             write_timeout_ms: AtomicU64::new(0),
+            write_batch_bytes: AtomicUsize::new(0),
             messages_per_second: AtomicU32::new(0),
             messages_burst: AtomicU32::new(0),
             rate_limit_strikes: AtomicU32::new(0),
@@ -85,6 +87,8 @@ impl LiveLimits {
             .store(hub.read_timeout.as_millis() as u64, r);
         self.write_timeout_ms
             .store(hub.write_timeout.as_millis() as u64, r);
+        self.write_batch_bytes
+            .store(hub.write_buffer_size.max(1024), r);
         self.messages_per_second
             .store(limits.messages_per_second, r);
         self.messages_burst.store(limits.messages_burst, r);
@@ -106,6 +110,11 @@ impl LiveLimits {
 
     pub(crate) fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Most bytes gathered into one write (`server.hub.write_buffer_size`, at least 1 KiB).
+    pub(crate) fn write_batch_bytes(&self) -> usize {
+        self.write_batch_bytes.load(Ordering::Relaxed)
     }
 
     pub(crate) fn read_timeout(&self) -> Duration {

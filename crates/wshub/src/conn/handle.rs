@@ -1,6 +1,6 @@
 //! The shared half of a connection: what the hub and handlers hold to reach a socket.
 //!
-//! Nobody but the connection's writer task touches the socket. Everyone else pushes ready
+//! Nobody but the connection's own task touches the socket. Everyone else pushes ready
 //! frames into its bounded queue with [`ConnHandle::send`], which never waits: a full queue
 //! means the client does not keep up, and it is disconnected (close 1008) rather than
 //! letting it slow down the room that is fanning out to it.
@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
 use wshub_protocol::close;
 
 use super::queue::{OutQueue, PushError};
@@ -28,16 +27,15 @@ pub(crate) enum SendOutcome {
     Closed,
 }
 
-/// The close signal of one socket, shared by its read loop, its writer, and every handle
-/// (a connection that re-authenticates as another client keeps its socket and its control).
+/// The close signal of one socket, shared by its task and every handle (a connection that
+/// re-authenticates as another client keeps its socket and its control).
 ///
-/// Closing sets a flag, closes the outbound queue (which wakes the writer waiting on it) and
-/// fires a cancellation token for the read loop and anyone else awaiting the close. The hot
-/// paths read only the flag: `CancellationToken::is_cancelled`, also run on every poll of
-/// its `cancelled()` future, takes a mutex, and profiling a 5,000-member fan-out showed 9% of
-/// the server's CPU there when every queued frame and every writer wake-up checked it.
+/// Closing records the code once, sets a flag and closes the outbound queue, which wakes the
+/// connection's task (its one waker slot is the queue's). The hot paths read only the flag.
+/// (A `CancellationToken` was here before: its `is_cancelled` takes a mutex, and profiling a
+/// 5,000-member fan-out showed 9% of the server's CPU there; it is also a 112-byte
+/// allocation per connection.)
 pub(crate) struct ConnControl {
-    cancel: CancellationToken,
     close: OnceLock<(u16, &'static str)>,
     closing: AtomicBool,
     queue: Arc<OutQueue>,
@@ -46,7 +44,6 @@ pub(crate) struct ConnControl {
 impl ConnControl {
     pub(crate) fn new(queue: Arc<OutQueue>) -> Self {
         ConnControl {
-            cancel: CancellationToken::new(),
             close: OnceLock::new(),
             closing: AtomicBool::new(false),
             queue,
@@ -58,7 +55,6 @@ impl ConnControl {
         let _ = self.close.set((code, reason));
         self.closing.store(true, Ordering::Release);
         self.queue.close();
-        self.cancel.cancel();
     }
 
     /// The close code and reason, once closing has started.
@@ -66,12 +62,13 @@ impl ConnControl {
         self.close.get().copied()
     }
 
-    pub(crate) fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.cancel.cancelled()
-    }
-
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
+    }
+
+    /// The socket's outbound queue.
+    pub(crate) fn queue(&self) -> &OutQueue {
+        &self.queue
     }
 }
 
@@ -230,7 +227,7 @@ impl ConnHandle {
     /// once). Called after the `room_joined` reply is queued.
     ///
     /// The replay can be far longer than the outbound queue, so it is sent with back-pressure
-    /// (waiting for the writer, up to `limit` per frame) rather than as a burst that would
+    /// (waiting for the socket to drain, up to `limit` per frame) rather than as a burst that would
     /// trip the slow-consumer check. Live publications keep being held while that happens;
     /// the room is released only when its held list is empty, under the lock that senders
     /// take, so no publication can slip in out of order.
@@ -293,10 +290,6 @@ impl ConnHandle {
 
     pub(crate) fn close(&self, code: u16, reason: &'static str) {
         self.control.close(code, reason);
-    }
-
-    pub(crate) fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.control.cancelled()
     }
 
     fn auth(&self) -> AuthState {
@@ -421,7 +414,9 @@ mod tests {
             let mut got = 0;
             while got < 20 {
                 let mut batch = Vec::new();
-                assert!(rx.pop_batch(1, usize::MAX, &mut batch).await);
+                let popped =
+                    std::future::poll_fn(|cx| rx.poll_pop_batch(cx, 1, usize::MAX, &mut batch));
+                assert!(popped.await);
                 got += batch.len();
             }
             got

@@ -1,49 +1,47 @@
-//! One WebSocket connection: its read loop, its bounded outbound queue, its writer task.
+//! One WebSocket connection: one task that reads, handles and writes, and its bounded
+//! outbound queue.
 //!
 //! ```text
-//! socket --FrameReader--> read loop --dispatch--> hub --ConnHandle::send--> queue --> writer --> socket
+//! socket --FrameReader--> task --dispatch--> hub --ConnHandle::send--> queue --> task --> socket
 //! ```
 //!
-//! The read loop reads like mini-redis's `Handler::run`: select over the next frame and the
-//! close signal; decode; hand off. (Read deadlines, pings and token expiry are one node-wide
-//! sweeper's job, see [`sweeper`], so a connection owns no timers.) Handlers run
-//! inline, so a client's messages are handled in order. Everything that ends a connection
-//! goes through [`ConnControl::close`], which records the close code once and wakes both
-//! tasks.
+//! The task ([`live`]) is a hand-written future, so an idle connection costs only the fields
+//! it needs (memory per connection is what this server competes on). Each poll it finishes a
+//! handler in flight, writes what is queued ([`outbound`]), then reads and handles the next
+//! message. Handlers run one at a time, so a client's messages are handled in order. Read
+//! deadlines, pings and token expiry are one node-wide sweeper's job ([`sweeper`]), so a
+//! connection owns no timers. Everything that ends a connection goes through
+//! [`ConnControl::close`], which records the close code once and wakes the task.
 //!
-//! A connection that arrived without a token (when auth requires one) first goes through
-//! [`authenticate_first`]: it is not registered, and nothing but `authenticate` is accepted,
-//! until a valid token arrives within `auth.handshake_timeout`.
+//! A connection that arrived without a token (when auth requires one) is not registered,
+//! and nothing but `authenticate` is accepted, until a valid token arrives within
+//! `auth.handshake_timeout` ([`authenticate`]).
 
+mod authenticate;
 mod handle;
+mod live;
+mod outbound;
 mod queue;
 mod reader;
 pub(crate) mod sweeper;
-mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::time::{Instant, sleep_until, timeout};
+use hyper::upgrade::OnUpgrade;
 use tracing::Instrument;
-use wshub_protocol::messages::{AuthenticateRequest, Authenticated, Connected};
+use wshub_protocol::messages::{Authenticated, Connected};
 use wshub_protocol::{ErrorCode, InboundEnvelope, MessageType, close};
 
 pub(crate) use handle::{ConnControl, ConnHandle, SendOutcome};
-use reader::{FrameReader, Incoming, ReadError};
 
-use crate::auth::{Identity, Permissions};
-use crate::dispatch::{self, Dispatched, HandlerError};
-use crate::ids::ClientId;
-use crate::limits::{Limit, MessageRate, Verdict, json_too_deep};
+use crate::auth::Identity;
+use crate::dispatch::{self, HandlerError};
+use crate::limits::{Limit, MessageRate, Slot, Verdict, json_too_deep};
 use crate::node::Node;
 use crate::sdk::Client;
 use crate::webhooks::EventKind;
-use crate::wire;
 
 /// How long, after we sent our close frame, we keep reading for the client's reply before
 /// dropping the socket (closing with unread data would send a RST and can destroy the close
@@ -58,16 +56,15 @@ pub(crate) enum Start {
     AuthenticateFirst,
 }
 
-/// Runs a connection from right after the upgrade to the end.
-///
-/// Not an `async fn`: its arguments would be stored in the future a second time (next to
-/// `run`'s), for the whole life of the connection. The span is made here and wraps `run`.
+/// The task of one connection, from the 101 response to the end: waits for hyper to hand
+/// over the socket, then serves it. `slot` (the admission limits' place) is held until the
+/// task ends.
 pub(crate) fn serve(
     node: Arc<Node>,
-    stream: TcpStream,
-    leftover: Bytes,
+    on_upgrade: OnUpgrade,
     start: Start,
     remote: SocketAddr,
+    slot: Slot,
 ) -> impl std::future::Future<Output = ()> + Send {
     let span = match &start {
         Start::Ready(id) => {
@@ -77,99 +74,7 @@ pub(crate) fn serve(
             tracing::info_span!("conn", client_id = tracing::field::Empty, node_id = %node.hub.node_id(), %remote)
         }
     };
-    run(node, stream, leftover, start, remote).instrument(span)
-}
-
-async fn run(
-    node: Arc<Node>,
-    stream: TcpStream,
-    leftover: Bytes,
-    start: Start,
-    remote: SocketAddr,
-) {
-    let config = node.config();
-    let cfg = &config.server.hub;
-    let (mut rd, wr) = stream.into_split();
-    let queue = Arc::new(queue::OutQueue::bounded(
-        cfg.message_buffer_cap.max(1),
-        cfg.max_queued_bytes,
-        (cfg.slow_consumer_policy == crate::config::SlowConsumerPolicy::DropOldest)
-            .then(|| node.hub.metrics.dropped_frames.clone()),
-    ));
-    let control = Arc::new(ConnControl::new(queue.clone()));
-    let writer = node.tasks.spawn(writer::run(
-        wr,
-        queue.clone(),
-        control.clone(),
-        writer::WriterConfig {
-            write_timeout: cfg.write_timeout,
-            max_batch_bytes: cfg.write_buffer_size.max(1024),
-            bytes_out: node.hub.metrics.bytes_out.clone(),
-        },
-    ));
-    let mut reader = FrameReader::new(leftover, cfg.max_message_size, cfg.read_buffer_size);
-
-    let (identity, auth_reply) = match start {
-        Start::Ready(identity) => (identity, None),
-        Start::AuthenticateFirst => {
-            // Not registered yet: replies go straight into the queue.
-            let pending = ConnHandle::new(
-                0,
-                Identity::anonymous(ClientId::from(""), Permissions::none()),
-                remote,
-                queue.clone(),
-                control.clone(),
-            );
-            match Box::pin(authenticate_first(&node, &pending, &mut reader, &mut rd)).await {
-                Some((identity, correlation)) => {
-                    tracing::Span::current().record("client_id", identity.client_id.as_str());
-                    (identity, Some(correlation))
-                }
-                None => {
-                    Box::pin(finish(&node, &control, writer, &mut reader, &mut rd)).await;
-                    return;
-                }
-            }
-        }
-    };
-    let mut conn = Arc::new(ConnHandle::new(
-        node.next_conn_id(),
-        identity,
-        remote,
-        queue,
-        control.clone(),
-    ));
-    if let Some(correlation) = auth_reply {
-        reply_authenticated(&node, &conn, correlation);
-    }
-    Box::pin(connect(&node, &conn)).await;
-    let metrics = node.hub.metrics.clone();
-    metrics.connections_opened.inc();
-    metrics.connections.inc();
-
-    loop {
-        match read_loop(&node, &conn, &mut reader, &mut rd).await {
-            Ended::Closed => break,
-            Ended::Reidentify {
-                identity,
-                correlation,
-            } => {
-                // An anonymous connection proved who it is: it leaves as the anonymous client
-                // and comes back as the token's user, on the same socket.
-                disconnect(&node, &conn, close::NORMAL, "re-authenticated");
-                conn = Arc::new(conn.reidentified(node.next_conn_id(), identity));
-                tracing::Span::current().record("client_id", conn.client_id.as_str());
-                reply_authenticated(&node, &conn, correlation);
-                Box::pin(connect(&node, &conn)).await;
-            }
-        }
-    }
-
-    let (code, reason) = control.close_reason().unwrap_or((close::NORMAL, ""));
-    disconnect(&node, &conn, code, reason);
-    metrics.connections.dec();
-    metrics.closed(code, reason);
-    Box::pin(finish(&node, &control, writer, &mut reader, &mut rd)).await;
+    live::Lifecycle::new(node, on_upgrade, start, remote, slot).instrument(span)
 }
 
 /// Queues `connected`, registers the client (here and cluster-wide), fires `on_connect`.
@@ -222,22 +127,6 @@ fn disconnect(node: &Arc<Node>, conn: &Arc<ConnHandle>, code: u16, reason: &str)
         .spawn(async move { cleanup.unregister_client(&client_id, left).await });
 }
 
-/// Waits for our close frame to go out, then briefly for the client's.
-async fn finish(
-    node: &Node,
-    control: &ConnControl,
-    writer: tokio::task::JoinHandle<()>,
-    reader: &mut FrameReader,
-    rd: &mut OwnedReadHalf,
-) {
-    control.close(close::NORMAL, "");
-    let _ = timeout(CLOSE_LINGER, writer).await;
-    let _ = timeout(CLOSE_LINGER, async {
-        while reader.next(rd, &node.limits.max_message_size).await.is_ok() {}
-    })
-    .await;
-}
-
 fn send_frame(
     node: &Node,
     conn: &ConnHandle,
@@ -264,72 +153,6 @@ fn reply_authenticated(node: &Node, conn: &ConnHandle, correlation: Option<i64>)
         },
         correlation,
     );
-}
-
-/// The first message must be a valid `authenticate` within `auth.handshake_timeout`.
-/// Anything else gets an error frame and close 4401. Returns the identity and the request's
-/// correlation id.
-async fn authenticate_first(
-    node: &Node,
-    pending: &ConnHandle,
-    reader: &mut FrameReader,
-    rd: &mut OwnedReadHalf,
-) -> Option<(Identity, Option<i64>)> {
-    let deadline = Instant::now() + node.config().auth.handshake_timeout;
-    let fail = |error: HandlerError, correlation: Option<i64>| {
-        tracing::info!(code = error.code.as_u16(), reason = %error.message, "in-band authentication failed");
-        dispatch::send_error(node, pending, &error, correlation);
-        pending.close(close::UNAUTHORIZED, "authentication failed");
-        None
-    };
-    loop {
-        let next = tokio::select! {
-            next = reader.next(rd, &node.limits.max_message_size) => next,
-            _ = sleep_until(deadline) => {
-                return fail(HandlerError::new(ErrorCode::Unauthorized, "authentication timed out: send authenticate {token} first"), None);
-            }
-        };
-        let frame = match next {
-            Ok(Incoming::Text(f) | Incoming::Binary(f)) => f,
-            Ok(Incoming::Ping(payload)) => {
-                pending.send(wire::control_frame(wire::OP_PONG, &payload));
-                continue;
-            }
-            Ok(Incoming::Pong) => continue,
-            Ok(Incoming::Close(_)) | Err(_) => return None,
-        };
-        let env = match InboundEnvelope::decode(&frame) {
-            Ok(env) => env,
-            Err(e) => return fail(e.into(), None),
-        };
-        let correlation = env.correlation_id();
-        if MessageType::parse(&env.message_type) != Some(MessageType::Authenticate) {
-            return fail(
-                HandlerError::new(
-                    ErrorCode::Unauthorized,
-                    "authenticate first: send authenticate {token}",
-                ),
-                correlation,
-            );
-        }
-        let token = env
-            .data
-            .and_then(|d| serde_json::from_str::<AuthenticateRequest>(d.get()).ok());
-        let Some(req) = token else {
-            return fail(
-                HandlerError::new(ErrorCode::InvalidFormat, "authenticate needs data {token}"),
-                correlation,
-            );
-        };
-        let verified = node.verifier().verify(&req.token);
-        node.hub
-            .metrics
-            .auth(crate::metrics::AuthSource::InBand, verified.is_ok());
-        return match verified {
-            Ok(identity) => Some((identity, correlation)),
-            Err(e) => fail(HandlerError::new(e.code(), e.to_string()), correlation),
-        };
-    }
 }
 
 /// Applies `limits.messages_per_second` and `limits.max_json_depth` to one inbound message;
@@ -365,73 +188,4 @@ fn admit_message(node: &Node, conn: &ConnHandle, rate: &mut MessageRate, msg: &[
         .and_then(|e| e.correlation_id());
     dispatch::send_error(node, conn, &refused, correlation);
     false
-}
-
-enum Ended {
-    Closed,
-    /// The anonymous connection authenticated as another client id.
-    Reidentify {
-        identity: Identity,
-        correlation: Option<i64>,
-    },
-}
-
-async fn read_loop(
-    node: &Arc<Node>,
-    conn: &Arc<ConnHandle>,
-    reader: &mut FrameReader,
-    rd: &mut OwnedReadHalf,
-) -> Ended {
-    // No timers here: the node's sweeper (`conn::sweeper`) handles the read timeout, pings and
-    // token expiry for every connection, so an idle connection's task is just this select.
-    let mut rate = MessageRate::new();
-    loop {
-        tokio::select! {
-            biased;
-            _ = conn.cancelled() => return Ended::Closed,
-            next = reader.next(rd, &node.limits.max_message_size) => {
-                conn.last_seen_ms.store(handle::now_ms(), std::sync::atomic::Ordering::Relaxed);
-                match next {
-                    Ok(Incoming::Text(msg) | Incoming::Binary(msg)) => {
-                        if !admit_message(node, conn, &mut rate, &msg) {
-                            continue;
-                        }
-                        // A trace per message: the exporter does not see the `conn` span (see
-                        // `telemetry`), so this is a root there, while logs keep `conn`'s fields.
-                        let span = tracing::debug_span!(
-                            "ws.message",
-                            message_type = tracing::field::Empty,
-                            client_id = %conn.client_id,
-                            node_id = %node.hub.node_id()
-                        );
-                        // Boxed: the handler futures are large, and an idle connection should not
-                        // carry their space in its task (allocated only while a message is handled).
-                        if let Dispatched::Reidentify { identity, correlation } =
-                            Box::pin(dispatch::dispatch(node, conn, &msg).instrument(span)).await
-                        {
-                            return Ended::Reidentify { identity, correlation };
-                        }
-                    }
-                    Ok(Incoming::Ping(payload)) => {
-                        conn.send(wire::control_frame(wire::OP_PONG, &payload));
-                    }
-                    Ok(Incoming::Pong) => {}
-                    Ok(Incoming::Close(_)) => {
-                        conn.close(close::NORMAL, "");
-                        return Ended::Closed;
-                    }
-                    Err(e) => {
-                        let (code, reason) = match e {
-                            ReadError::Eof => (close::NORMAL, "connection closed"),
-                            ReadError::TooBig => (close::TOO_BIG, close::reason::TOO_BIG),
-                            ReadError::InvalidUtf8 => (close::INVALID_PAYLOAD, "invalid utf-8"),
-                            ReadError::Protocol(why) => (close::PROTOCOL_ERROR, why),
-                        };
-                        conn.close(code, reason);
-                        return Ended::Closed;
-                    }
-                }
-            }
-        }
-    }
 }

@@ -3,13 +3,27 @@
 //! Instead of a tokio `mpsc` channel, whose first block of slots (about a kilobyte) is
 //! allocated when the channel is made, this is a `VecDeque` that allocates on the first frame
 //! and gives its memory back when a burst has drained, so an idle connection's queue is a few
-//! words. One producer side (anyone: `try_push` never waits), one consumer (the writer).
+//! words. One producer side (anyone: `try_push` never waits), one consumer (the connection's task, which writes to the socket).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use std::task::Context;
+#[cfg(test)]
+use std::task::Poll;
+
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
+
+/// What [`OutQueue::pop_batch`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Popped {
+    Frames,
+    Empty,
+    /// Closed, and nothing left.
+    Closed,
+}
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +40,9 @@ pub(crate) struct OutQueue {
     /// Full queue: drop the oldest frames for the new one instead of refusing it; counted
     /// here (`wshub_dropped_frames_total`).
     drop_oldest: Option<prometheus::IntCounter>,
-    /// Wakes the writer (a permit is kept if it is not waiting yet).
-    readable: Notify,
+    /// The connection's task, woken by a new frame or by closing. One consumer, so a waker
+    /// slot is enough (a `Notify` is a waiter list and several words more).
+    readable: AtomicWaker,
     /// Wakes a producer waiting for room (`push`).
     writable: Notify,
 }
@@ -63,7 +78,7 @@ impl OutQueue {
             cap: cap.max(1),
             max_bytes: max_bytes.max(1),
             drop_oldest,
-            readable: Notify::new(),
+            readable: AtomicWaker::new(),
             writable: Notify::new(),
         }
     }
@@ -102,7 +117,7 @@ impl OutQueue {
             inner.bytes += frame.len();
             inner.frames.push_back(frame);
         }
-        self.readable.notify_one();
+        self.readable.wake();
         if let Some(counter) = self.drop_oldest.as_ref().filter(|_| dropped > 0) {
             counter.inc_by(dropped as u64);
         }
@@ -138,45 +153,78 @@ impl OutQueue {
             inner.bytes += frame.len();
             inner.frames.push_back(frame);
         }
-        self.readable.notify_one();
+        self.readable.wake();
         Ok(())
     }
 
-    /// Waits for frames and moves up to `max_frames` / `max_bytes` of them into `out`.
-    /// False once the queue is closed and empty.
-    pub(crate) async fn pop_batch(
+    /// Wakes `cx`'s task on the next frame or on closing. True if there is already something
+    /// to do (a frame, or the queue is closed), so the task must not sleep.
+    ///
+    /// The task registers only when it is about to sleep, and [`unpark`](Self::unpark)s when
+    /// it wakes: the replies it queues itself while it runs then cost no wake-up.
+    pub(crate) fn park(&self, cx: &Context<'_>) -> bool {
+        self.readable.register(cx.waker());
+        self.inner
+            .lock()
+            .map_or(true, |i| i.closed || !i.frames.is_empty())
+    }
+
+    /// Takes the task's registration back (it is running).
+    pub(crate) fn unpark(&self) {
+        drop(self.readable.take());
+    }
+
+    /// Moves up to `max_frames` frames (and about `max_bytes`, at least one frame) into `out`.
+    pub(crate) fn pop_batch(
         &self,
         max_frames: usize,
         max_bytes: usize,
         out: &mut Vec<Bytes>,
-    ) -> bool {
+    ) -> Popped {
+        let Ok(mut inner) = self.inner.lock() else {
+            return Popped::Closed;
+        };
+        if inner.frames.is_empty() {
+            return if inner.closed {
+                Popped::Closed
+            } else {
+                Popped::Empty
+            };
+        }
+        let mut bytes = 0;
+        while out.len() < max_frames && (out.is_empty() || bytes < max_bytes) {
+            let Some(f) = inner.frames.pop_front() else {
+                break;
+            };
+            bytes += f.len();
+            inner.bytes -= f.len();
+            out.push(f);
+        }
+        if inner.frames.is_empty() && inner.frames.capacity() > KEEP {
+            inner.frames = VecDeque::new();
+        }
+        drop(inner);
+        self.writable.notify_one();
+        Popped::Frames
+    }
+
+    /// [`pop_batch`](Self::pop_batch), registering `cx` when there is nothing yet;
+    /// `Ready(false)` once the queue is closed and empty.
+    #[cfg(test)]
+    pub(crate) fn poll_pop_batch(
+        &self,
+        cx: &Context<'_>,
+        max_frames: usize,
+        max_bytes: usize,
+        out: &mut Vec<Bytes>,
+    ) -> Poll<bool> {
         loop {
-            {
-                let Ok(mut inner) = self.inner.lock() else {
-                    return false;
-                };
-                if !inner.frames.is_empty() {
-                    let mut bytes = 0;
-                    while out.len() < max_frames && (out.is_empty() || bytes < max_bytes) {
-                        let Some(f) = inner.frames.pop_front() else {
-                            break;
-                        };
-                        bytes += f.len();
-                        inner.bytes -= f.len();
-                        out.push(f);
-                    }
-                    if inner.frames.is_empty() && inner.frames.capacity() > KEEP {
-                        inner.frames = VecDeque::new();
-                    }
-                    drop(inner);
-                    self.writable.notify_one();
-                    return true;
-                }
-                if inner.closed {
-                    return false;
-                }
+            match self.pop_batch(max_frames, max_bytes, out) {
+                Popped::Frames => return Poll::Ready(true),
+                Popped::Closed => return Poll::Ready(false),
+                Popped::Empty if self.park(cx) => continue,
+                Popped::Empty => return Poll::Pending,
             }
-            self.readable.notified().await;
         }
     }
 
@@ -196,7 +244,7 @@ impl OutQueue {
         if let Ok(mut inner) = self.inner.lock() {
             inner.closed = true;
         }
-        self.readable.notify_one();
+        self.readable.wake();
         self.writable.notify_one();
     }
 }
@@ -225,6 +273,10 @@ mod tests {
         assert_eq!(q.try_push(Bytes::from(vec![0; 10])), Ok(0));
     }
 
+    async fn pop_batch(q: &OutQueue, max: usize, out: &mut Vec<Bytes>) -> bool {
+        std::future::poll_fn(|cx| q.poll_pop_batch(cx, max, usize::MAX, out)).await
+    }
+
     #[tokio::test]
     async fn bounded_batched_and_shrinks() {
         let q = OutQueue::new(3);
@@ -233,10 +285,10 @@ mod tests {
         }
         assert_eq!(q.try_push(Bytes::new()), Err(PushError::Full));
         let mut out = Vec::new();
-        assert!(q.pop_batch(2, usize::MAX, &mut out).await);
+        assert!(pop_batch(&q, 2, &mut out).await);
         assert_eq!(out.len(), 2);
         out.clear();
-        assert!(q.pop_batch(10, usize::MAX, &mut out).await);
+        assert!(pop_batch(&q, 10, &mut out).await);
         assert_eq!(out.len(), 1);
         // A waiting producer gets in once there is room.
         let q = std::sync::Arc::new(OutQueue::new(1));
@@ -244,13 +296,13 @@ mod tests {
         let q2 = q.clone();
         let pusher = tokio::spawn(async move { q2.push(Bytes::from_static(b"b")).await });
         let mut out = Vec::new();
-        assert!(q.pop_batch(1, usize::MAX, &mut out).await);
+        assert!(pop_batch(&q, 1, &mut out).await);
         pusher.await.unwrap().unwrap();
         out.clear();
-        assert!(q.pop_batch(1, usize::MAX, &mut out).await);
+        assert!(pop_batch(&q, 1, &mut out).await);
         assert_eq!(out, vec![Bytes::from_static(b"b")]);
         q.close();
-        assert!(!q.pop_batch(1, usize::MAX, &mut out).await || !out.is_empty());
+        assert!(!pop_batch(&q, 1, &mut out).await || !out.is_empty());
         assert_eq!(q.try_push(Bytes::new()), Err(PushError::Closed));
     }
 }

@@ -13,9 +13,10 @@
 //! payload is buffered).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
 
 /// A complete message or a control frame.
 #[derive(Debug, PartialEq)]
@@ -50,8 +51,9 @@ const OP_PONG: u8 = 0xA;
 
 pub(crate) struct FrameReader {
     buf: BytesMut,
-    /// A fragmented message being assembled: (is_text, payload so far).
-    partial: Option<(bool, BytesMut)>,
+    /// A fragmented message being assembled: (is_text, payload so far). Boxed: it is rare,
+    /// and this struct lives in every connection's task.
+    partial: Option<Box<(bool, BytesMut)>>,
     max_message: usize,
     read_chunk: usize,
 }
@@ -67,16 +69,26 @@ impl FrameReader {
         }
     }
 
-    /// Reads until one message or control frame is complete. Cancel-safe: all state lives in
-    /// `self`, so it can sit in a `select!` beside timers.
+    /// Reads until one message or control frame is complete.
     ///
     /// `max_message` is re-read before each parse, so a config reload reaches a connection
     /// that is already waiting for data.
     pub(crate) async fn next(
         &mut self,
-        rd: &mut OwnedReadHalf,
+        stream: &TcpStream,
         max_message: &AtomicUsize,
     ) -> Result<Incoming, ReadError> {
+        std::future::poll_fn(|cx| self.poll_next(cx, stream, max_message)).await
+    }
+
+    /// [`next`](Self::next) as a poll, for the connection's hand-written future. All state
+    /// lives in `self`, so a `Pending` here loses nothing.
+    pub(crate) fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        stream: &TcpStream,
+        max_message: &AtomicUsize,
+    ) -> Poll<Result<Incoming, ReadError>> {
         loop {
             self.max_message = max_message.load(Ordering::Relaxed);
             if let Some(needed) = self.more_needed()? {
@@ -85,17 +97,21 @@ impl FrameReader {
                     // connection holds no read buffer.
                     self.buf = BytesMut::new();
                 }
-                rd.readable().await.map_err(|_| ReadError::Eof)?;
+                if ready!(stream.poll_read_ready(cx)).is_err() {
+                    return Poll::Ready(Err(ReadError::Eof));
+                }
                 self.buf.reserve(needed.max(self.read_chunk));
-                match rd.try_read_buf(&mut self.buf) {
-                    Ok(0) => return Err(ReadError::Eof),
+                // `try_read_buf` clears the readiness on `WouldBlock`, so the next
+                // `poll_read_ready` registers for the next wake-up.
+                match stream.try_read_buf(&mut self.buf) {
+                    Ok(0) => return Poll::Ready(Err(ReadError::Eof)),
                     Ok(_) => continue,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    Err(_) => return Err(ReadError::Eof),
+                    Err(_) => return Poll::Ready(Err(ReadError::Eof)),
                 }
             }
             if let Some(msg) = self.take_frame()? {
-                return Ok(msg);
+                return Poll::Ready(Ok(msg));
             }
         }
     }
@@ -156,7 +172,7 @@ impl FrameReader {
                 return Err(ReadError::Protocol("control frame longer than 125 bytes"));
             }
         } else {
-            let so_far = self.partial.as_ref().map_or(0, |(_, p)| p.len());
+            let so_far = self.partial.as_ref().map_or(0, |p| p.1.len());
             if payload_len.saturating_add(so_far) > self.max_message {
                 return Err(ReadError::TooBig);
             }
@@ -193,18 +209,20 @@ impl FrameReader {
                 if h.fin {
                     return finish(is_text, frame.freeze()).map(Some);
                 }
-                self.partial = Some((is_text, frame));
+                self.partial = Some(Box::new((is_text, frame)));
                 Ok(None)
             }
             OP_CONTINUATION => {
-                let Some((is_text, mut so_far)) = self.partial.take() else {
+                let Some(mut partial) = self.partial.take() else {
                     return Err(ReadError::Protocol("continuation without a message"));
                 };
+                let (is_text, so_far) = &mut *partial;
                 so_far.extend_from_slice(&frame);
                 if h.fin {
-                    return finish(is_text, so_far.freeze()).map(Some);
+                    let is_text = *is_text;
+                    return finish(is_text, std::mem::take(so_far).freeze()).map(Some);
                 }
-                self.partial = Some((is_text, so_far));
+                self.partial = Some(partial);
                 Ok(None)
             }
             OP_CLOSE => match frame.len() {

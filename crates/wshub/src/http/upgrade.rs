@@ -8,9 +8,7 @@ use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
-use tokio::net::TcpStream;
 
 use super::RemoteAddr;
 use crate::auth::{Identity, Permissions};
@@ -101,31 +99,8 @@ pub(super) async fn ws_handler(
             .into_response();
     };
 
-    let task_node = node.clone();
-    node.tasks.spawn(async move {
-        // Held until the connection ends.
-        let _slot = slot;
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "upgrade failed");
-                return;
-            }
-        };
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                conn::serve(
-                    task_node,
-                    parts.io.into_inner(),
-                    parts.read_buf,
-                    start,
-                    remote,
-                )
-                .await;
-            }
-            Err(_) => tracing::error!("upgraded connection is not a TcpStream"),
-        }
-    });
+    node.tasks
+        .spawn(conn::serve(node.clone(), on_upgrade, start, remote, slot));
 
     let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = res.headers_mut();

@@ -1,0 +1,193 @@
+//! The outbound half of a connection's task: drains the bounded queue into the socket.
+//!
+//! Whatever is waiting goes out in one vectored write (up to `write_buffer_size` bytes), so
+//! a burst of fan-out costs one syscall instead of one per frame. The state of a write in
+//! progress (the batch and how far into it we are) lives here, not in a future, so the
+//! connection's task can stop polling at any point and lose nothing.
+//!
+//! A write that stays blocked longer than `write_timeout` ends the connection; the timer
+//! exists only while a write is blocked (a full socket buffer), never on an idle connection.
+
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Sleep, sleep, timeout};
+use wshub_protocol::close;
+
+use super::queue::{OutQueue, Popped};
+use crate::wire;
+
+/// Most frames gathered into one vectored write (Linux accepts 1024 iovecs).
+const MAX_BATCH: usize = 64;
+
+/// Longest the closing writes (backlog, close frame) may take, whatever `write_timeout` is.
+const CLOSE_WRITE_LIMIT: Duration = Duration::from_secs(2);
+
+/// What [`Outbound::poll_write`] left behind.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Progress {
+    /// Everything popped was written and the queue is empty.
+    Drained,
+    /// The socket is full; waiting for it to drain (the task is registered with it).
+    Blocked,
+    /// The connection is closing: the batch in hand is kept for [`Outbound::close`].
+    Closing,
+    /// The socket failed, or a write stayed blocked past `write_timeout`.
+    Failed,
+}
+
+/// Per-write settings, read from the node on each call so a reload applies at once.
+pub(super) struct WriteSettings<'a> {
+    pub(super) write_timeout: Duration,
+    pub(super) max_batch_bytes: usize,
+    /// `wshub_bytes_out_total`.
+    pub(super) bytes_out: &'a prometheus::IntCounter,
+}
+
+#[derive(Default)]
+pub(super) struct Outbound {
+    /// Frames popped from the queue and not yet fully written; `batch[next..]` remain (the
+    /// first of them possibly advanced past what a short write sent). Empty, and without an
+    /// allocation, while the connection is idle.
+    batch: Vec<Bytes>,
+    next: usize,
+    /// Set when a write blocks; cleared when the batch is out.
+    stalled: Option<Pin<Box<Sleep>>>,
+    /// `batch[next]` was partly written.
+    mid_frame: bool,
+    failed: bool,
+}
+
+impl Outbound {
+    /// Writes queued frames until the queue is empty, the socket is full, or the connection
+    /// is closing.
+    pub(super) fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        stream: &mut TcpStream,
+        queue: &OutQueue,
+        closing: impl Fn() -> bool,
+        settings: &WriteSettings<'_>,
+    ) -> Progress {
+        if self.failed {
+            return Progress::Failed;
+        }
+        loop {
+            if self.next == self.batch.len() {
+                self.batch.clear();
+                self.next = 0;
+                self.stalled = None;
+                match queue.pop_batch(MAX_BATCH, settings.max_batch_bytes, &mut self.batch) {
+                    Popped::Frames => {}
+                    Popped::Closed => return Progress::Closing,
+                    Popped::Empty => {
+                        // Not kept: an idle connection holds no batch buffer.
+                        self.batch = Vec::new();
+                        return Progress::Drained;
+                    }
+                }
+                if closing() {
+                    return Progress::Closing;
+                }
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_BATCH];
+            let pending = &self.batch[self.next..];
+            for (slot, frame) in slices.iter_mut().zip(pending) {
+                *slot = IoSlice::new(frame);
+            }
+            let n = pending.len().min(MAX_BATCH);
+            match Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return self.fail(),
+                Poll::Ready(Ok(written)) => {
+                    settings.bytes_out.inc_by(written as u64);
+                    self.advance(written);
+                }
+                Poll::Pending => {
+                    let limit = settings.write_timeout;
+                    let timer = self.stalled.get_or_insert_with(|| Box::pin(sleep(limit)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return self.fail();
+                    }
+                    return Progress::Blocked;
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self) -> Progress {
+        self.failed = true;
+        self.batch = Vec::new();
+        self.next = 0;
+        self.stalled = None;
+        Progress::Failed
+    }
+
+    /// Marks `written` bytes of the batch as sent.
+    fn advance(&mut self, mut written: usize) {
+        while self.next < self.batch.len() && written >= self.batch[self.next].len() {
+            written -= self.batch[self.next].len();
+            self.next += 1;
+        }
+        self.mid_frame = written > 0;
+        if written > 0 {
+            self.batch[self.next].advance(written);
+        }
+    }
+
+    /// The connection is closing with `code`: what was queued before the close goes out first
+    /// (an error frame explaining it, say), except a slow consumer's backlog, which is exactly
+    /// what must not be waited for; then the close frame; then our side of the TCP stream
+    /// ends. Bounded by `write_timeout` (at most two seconds). Nothing is written after a
+    /// failed write.
+    pub(super) async fn close(
+        mut self,
+        stream: &mut TcpStream,
+        queue: &OutQueue,
+        (code, reason): (u16, &'static str),
+        write_timeout: Duration,
+    ) {
+        queue.close();
+        if self.failed {
+            return;
+        }
+        let _ = timeout(write_timeout.min(CLOSE_WRITE_LIMIT), async {
+            // A frame already partly written must be finished, or the close frame would land
+            // inside it.
+            let mut backlog = self.batch.split_off(self.next);
+            if reason != close::reason::SLOW_CONSUMER {
+                backlog.extend(queue.drain());
+            } else {
+                backlog.truncate(usize::from(self.mid_frame));
+            }
+            write_all_vectored(stream, &mut backlog).await?;
+            stream.write_all(&wire::close_frame(code, reason)).await?;
+            stream.shutdown().await
+        })
+        .await;
+    }
+}
+
+/// Writes every frame of `batch`, resuming after short writes.
+async fn write_all_vectored(stream: &mut TcpStream, batch: &mut [Bytes]) -> std::io::Result<()> {
+    let mut start = 0;
+    while start < batch.len() {
+        let slices: Vec<IoSlice<'_>> = batch[start..].iter().map(|b| IoSlice::new(b)).collect();
+        let mut written = stream.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while start < batch.len() && written >= batch[start].len() {
+            written -= batch[start].len();
+            start += 1;
+        }
+        if written > 0 {
+            batch[start].advance(written);
+        }
+    }
+    Ok(())
+}
