@@ -157,3 +157,22 @@ async fn drop_oldest_keeps_a_stalled_reader_with_bounded_memory() {
         "nothing was dropped for the stalled reader"
     );
 }
+
+/// A socket that stays full longer than `write_timeout` ends the connection, even when the
+/// queue policy (drop_oldest) would keep it forever; the others are not affected.
+#[tokio::test]
+async fn a_write_blocked_past_write_timeout_closes_the_connection() {
+    let mut config = config(SlowConsumerPolicy::DropOldest);
+    config.server.hub.write_timeout = Duration::from_millis(300);
+    let server = TestServer::start(config).await;
+    let _stalled = stalled_member(&server).await;
+    let members = vec![member(&server, "m1").await];
+    publish_and_check(&server, members).await;
+    let handle = server.running.handle();
+    common::eventually("the stalled client is closed by the write timeout", || {
+        !handle.client_ids().contains(&"stalled".to_owned())
+    })
+    .await;
+    let m = Scrape::fetch(&server.http_url("/metrics")).await;
+    assert_eq!(m.get("wshub_slow_consumer_disconnects_total", &[]), 0.0);
+}

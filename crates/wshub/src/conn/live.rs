@@ -240,8 +240,12 @@ impl Connection {
                 continue;
             }
             let progress = self.write(cx);
-            if progress == Progress::Failed {
-                self.conn.close(close::GOING_AWAY, "write failed");
+            match progress {
+                Progress::Failed => self.conn.close(close::GOING_AWAY, "write failed"),
+                // The queue closed without the connection closing: only a poisoned queue lock
+                // does that. End rather than spin.
+                Progress::Closing => self.conn.close(close::INTERNAL, "internal error"),
+                Progress::Drained | Progress::Blocked => {}
             }
             if self.conn.control.is_closing() {
                 return Poll::Ready(());
@@ -270,11 +274,11 @@ impl Connection {
                     continue;
                 }
             }
-            // About to sleep: from here on a queued frame or closing must wake us. Whatever
-            // came in between the write above and this registration is handled now. (While
-            // the socket is blocked, only closing matters; its readiness wakes us for the rest.)
-            let queue = self.conn.control.queue();
-            if queue.park(cx) && (progress == Progress::Drained || self.conn.control.is_closing()) {
+            // About to sleep: from here on closing, and a queued frame unless the socket is
+            // full, must wake us (the socket's readiness wakes us for the rest). A frame
+            // queued between the write above and this registration is handled now.
+            let drained = progress == Progress::Drained;
+            if self.conn.control.queue().park(cx, drained) {
                 continue;
             }
             return Poll::Pending;

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::task::Context;
 #[cfg(test)]
@@ -43,6 +44,10 @@ pub(crate) struct OutQueue {
     /// The connection's task, woken by a new frame or by closing. One consumer, so a waker
     /// slot is enough (a `Notify` is a waiter list and several words more).
     readable: AtomicWaker,
+    /// Whether a new frame should wake the task: not while its socket is full (it could not
+    /// write the frame anyway; a fan-out would wake a stalled client on every publication).
+    /// Closing always wakes it.
+    wants_frames: AtomicBool,
     /// Wakes a producer waiting for room (`push`).
     writable: Notify,
 }
@@ -79,6 +84,7 @@ impl OutQueue {
             max_bytes: max_bytes.max(1),
             drop_oldest,
             readable: AtomicWaker::new(),
+            wants_frames: AtomicBool::new(true),
             writable: Notify::new(),
         }
     }
@@ -117,7 +123,7 @@ impl OutQueue {
             inner.bytes += frame.len();
             inner.frames.push_back(frame);
         }
-        self.readable.wake();
+        self.wake_for_frame();
         if let Some(counter) = self.drop_oldest.as_ref().filter(|_| dropped > 0) {
             counter.inc_by(dropped as u64);
         }
@@ -153,20 +159,28 @@ impl OutQueue {
             inner.bytes += frame.len();
             inner.frames.push_back(frame);
         }
-        self.readable.wake();
+        self.wake_for_frame();
         Ok(())
     }
 
-    /// Wakes `cx`'s task on the next frame or on closing. True if there is already something
-    /// to do (a frame, or the queue is closed), so the task must not sleep.
+    /// Wakes `cx`'s task on closing and, if `wants_frames`, on the next frame. True if there
+    /// is already something to do (a frame it wants, or the queue is closed), so the task
+    /// must not sleep.
     ///
     /// The task registers only when it is about to sleep, and [`unpark`](Self::unpark)s when
     /// it wakes: the replies it queues itself while it runs then cost no wake-up.
-    pub(crate) fn park(&self, cx: &Context<'_>) -> bool {
+    pub(crate) fn park(&self, cx: &Context<'_>, wants_frames: bool) -> bool {
+        self.wants_frames.store(wants_frames, Ordering::SeqCst);
         self.readable.register(cx.waker());
         self.inner
             .lock()
-            .map_or(true, |i| i.closed || !i.frames.is_empty())
+            .map_or(true, |i| i.closed || (wants_frames && !i.frames.is_empty()))
+    }
+
+    fn wake_for_frame(&self) {
+        if self.wants_frames.load(Ordering::SeqCst) {
+            self.readable.wake();
+        }
     }
 
     /// Takes the task's registration back (it is running).
@@ -222,7 +236,7 @@ impl OutQueue {
             match self.pop_batch(max_frames, max_bytes, out) {
                 Popped::Frames => return Poll::Ready(true),
                 Popped::Closed => return Poll::Ready(false),
-                Popped::Empty if self.park(cx) => continue,
+                Popped::Empty if self.park(cx, true) => continue,
                 Popped::Empty => return Poll::Pending,
             }
         }
