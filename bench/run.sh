@@ -13,7 +13,7 @@
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 IDLE_N=${1:-10000}
-FAN_N=${2:-5000}
+FAN_N=${2:-10000}
 FAN_M=${3:-300}
 PEERS=${PEERS_DIR:-../shared/bench-peers}
 PEER_TARGET=/tmp/wshub-bench-peers
@@ -148,6 +148,12 @@ BUS=redis cluster_fanout wshub-redis wshub_node
 cluster_fanout sio-redis sio_node
 cluster_fanout sioxide-redis sioxide_node
 
+# More connections than one process may hold: 3 wshub processes × MANY_N, all held at once.
+MANY_N=${MANY_N:-15000}
+MANY_OUT=$(bash bench/many.sh "$MANY_N")
+MANY=$(echo "$MANY_OUT" | sed -n 's/^MANY //p')
+many() { echo "$MANY" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
 {
   echo "# Benchmarks"
   echo
@@ -214,6 +220,17 @@ cluster_fanout sioxide-redis sioxide_node
   echo "| Socket.IO, 3 nodes, @socket.io/redis-adapter | ${CLUSTER[sio-redis]} | $(ratio "${CLUSTER[sio-redis]}" "${FAN[sio]}") |"
   echo "| socketioxide, 3 nodes, socketioxide-redis | ${CLUSTER[sioxide-redis]} | $(ratio "${CLUSTER[sioxide-redis]}" "${FAN[sioxide]}") |"
   echo "| wshub on NATS / Socket.IO on Redis | $(ratio "${CLUSTER[wshub-nats]}" "${CLUSTER[sio-redis]}") | |"
+  echo
+  echo "## More connections than one process holds"
+  echo
+  echo "A process may open 20,000 descriptors here, so \`bench/many.sh $MANY_N\` runs 3 wshub processes"
+  echo "(standalone, all on core 0) and 3 load generators (core 1), each holding $MANY_N idle"
+  echo "authenticated connections joined to a room. \`held at once\` is the sum of the nodes'"
+  echo "\`wshub_connections\` gauges sampled while every generator held its connections."
+  echo
+  echo "| connections | held at once | server RSS per connection, bytes (all 3 processes) | vs the ${IDLE_N}-connection single-node run |"
+  echo "|---|---|---|---|"
+  echo "| $(many connections) | $(many held_at_once) | $(many bytes_per_conn) | $(ratio "$(many bytes_per_conn)" "${IDLE[wshub]}") |"
   echo
   cat bench/changes.md
 } > BENCHMARKS.md
