@@ -285,3 +285,57 @@ async fn nats_client_registry() {
 async fn redis_client_registry() {
     client_registry(Backend::Redis).await;
 }
+
+/// The last member leaving an auto-created room (whose node then deletes the empty room) while
+/// another joins it on another node: the room must survive with the joiner in it, every time.
+async fn join_racing_the_last_leave_keeps_the_room(backend: Backend) {
+    const ROUNDS: usize = 15;
+    let cluster = Cluster::new(backend);
+    let [a, b, c] = three(&cluster, |_| {}).await;
+    let leaver = a.client("leaver").await;
+    let joiner = b.client("joiner").await;
+    let observer = c.client("observer").await;
+    for round in 0..ROUNDS {
+        let room = format!("relay-{round}");
+        leaver.join_room(&room).await.unwrap();
+        let (left, joined) = tokio::join!(leaver.leave_room(&room), joiner.join_room(&room));
+        left.unwrap();
+        joined.unwrap();
+        // Whatever order the deletion and the join took, the room ends up listed with its one
+        // member, and stays so.
+        let listed = async || {
+            let list = observer.request("list_rooms", json!({})).await.unwrap();
+            list.data["rooms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["id"] == room.as_str() && r["members"] == 1)
+        };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !listed().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: the room was lost"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(listed().await, "round {round}: the room was deleted later");
+        joiner.leave_room(&room).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn local_join_racing_the_last_leave_keeps_the_room() {
+    join_racing_the_last_leave_keeps_the_room(Backend::Local).await;
+}
+
+#[tokio::test]
+async fn nats_join_racing_the_last_leave_keeps_the_room() {
+    join_racing_the_last_leave_keeps_the_room(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn redis_join_racing_the_last_leave_keeps_the_room() {
+    join_racing_the_last_leave_keeps_the_room(Backend::Redis).await;
+}

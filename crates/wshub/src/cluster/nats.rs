@@ -209,6 +209,65 @@ impl NatsStateStore {
             .collect()
     }
 
+    // Deleting an empty auto-created room, in steps (`delete_room_if_empty`; the unit tests
+    // interleave a join between them). First the record is marked, then the members are
+    // counted, then it is purged expecting the mark's revision: a join that created its
+    // membership before the mark is counted; one after it sees the mark and clears it (see
+    // `join`), which makes the purge fail.
+
+    /// Marks the room's record `deleting`; the mark's revision and the record as it was, or
+    /// `None` if there is nothing to delete (gone, not auto-created, or changed meanwhile).
+    async fn mark_for_deletion(&self, id: &str) -> StoreResult<Option<(u64, StoredRoom)>> {
+        let b = self.buckets().await?;
+        let key = format!("r.{}", enc(id));
+        let Some(entry) = b.rooms.entry(key.clone()).await.map_err(other)? else {
+            return Ok(None);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        let stored: StoredRoom = parse(&entry.value)?;
+        if !stored.record.auto_created {
+            return Ok(None);
+        }
+        let marked = StoredRoom {
+            deleting: true,
+            ..stored.clone()
+        };
+        Ok(b.rooms
+            .update(key, bytes(&marked), entry.revision)
+            .await
+            .ok()
+            .map(|revision| (revision, stored)))
+    }
+
+    /// No member is left in the room.
+    async fn members_gone(&self, id: &str) -> StoreResult<bool> {
+        let b = self.buckets().await?;
+        Ok(Self::entries(&b.members, &format!("m.{}.", enc(id)))
+            .await?
+            .is_empty())
+    }
+
+    /// Takes the mark back (unless a join already cleared it).
+    async fn unmark(&self, id: &str, (revision, stored): (u64, StoredRoom)) -> StoreResult<()> {
+        let b = self.buckets().await?;
+        let _ = b
+            .rooms
+            .update(format!("r.{}", enc(id)), bytes(&stored), revision)
+            .await;
+        Ok(())
+    }
+
+    /// Deletes the marked record; false if a join cleared the mark since.
+    async fn purge_marked(&self, id: &str, (revision, _): (u64, StoredRoom)) -> StoreResult<bool> {
+        let b = self.buckets().await?;
+        Ok(b.rooms
+            .purge_expect_revision(format!("r.{}", enc(id)), Some(revision))
+            .await
+            .is_ok())
+    }
+
     async fn drop_membership(
         &self,
         key: &str,
@@ -225,6 +284,16 @@ impl NatsStateStore {
         }
         Ok(())
     }
+}
+
+/// A room record as this store keeps it: the record, and the mark an empty-room deletion puts
+/// on it while it checks the members (readers that parse a plain [`RoomRecord`] ignore it).
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredRoom {
+    #[serde(flatten)]
+    record: RoomRecord,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    deleting: bool,
 }
 
 impl StateStore for NatsStateStore {
@@ -303,27 +372,14 @@ impl StateStore for NatsStateStore {
     fn delete_room_if_empty(&self, id: &str) -> BoxFuture<'_, StoreResult<bool>> {
         let id = id.to_owned();
         Box::pin(self.timed(async move {
-            let b = self.buckets().await?;
-            let key = format!("r.{}", enc(&id));
-            let Some(entry) = b.rooms.entry(key.clone()).await.map_err(other)? else {
+            let Some(mark) = self.mark_for_deletion(&id).await? else {
                 return Ok(false);
             };
-            if entry.operation != kv::Operation::Put
-                || !parse::<RoomRecord>(&entry.value)?.auto_created
-            {
+            if !self.members_gone(&id).await? {
+                self.unmark(&id, mark).await?;
                 return Ok(false);
             }
-            if !Self::entries(&b.members, &format!("m.{}.", enc(&id)))
-                .await?
-                .is_empty()
-            {
-                return Ok(false);
-            }
-            // Fails if a join touched the record since we read it.
-            Ok(b.rooms
-                .purge_expect_revision(key, Some(entry.revision))
-                .await
-                .is_ok())
+            self.purge_marked(&id, mark).await
         }))
     }
 
@@ -381,15 +437,27 @@ impl StateStore for NatsStateStore {
                 .put(format!("n.{}", enc(&member.node_id)), Bytes::new())
                 .await
                 .map_err(other)?;
-            // Touch the room record (compare-and-set): an empty-room deletion that read the
-            // record before our membership existed now fails its revision check; if it already
-            // went through, the room is recreated here.
+            // The room must exist, and not be on its way out, once our membership does. In the
+            // common case that is one read: an empty-room deletion first marks the record
+            // (`deleting`) and only then looks at the members, so either it sees ours and backs
+            // off, or we see its mark here and clear it (compare-and-set), which makes its purge
+            // fail; if the purge went through first, the room is recreated here. (Every join
+            // used to write the record with a compare-and-set: joins into one room serialised
+            // on that key, and 10,000 at once timed out.)
             let room_key = format!("r.{room_enc}");
             loop {
                 match b.rooms.entry(room_key.clone()).await.map_err(other)? {
                     Some(e) if e.operation == kv::Operation::Put => {
+                        let stored: StoredRoom = parse(&e.value)?;
+                        if !stored.deleting {
+                            break;
+                        }
+                        let live = StoredRoom {
+                            deleting: false,
+                            ..stored
+                        };
                         if b.rooms
-                            .update(room_key.clone(), e.value, e.revision)
+                            .update(room_key.clone(), bytes(&live), e.revision)
                             .await
                             .is_ok()
                         {
@@ -585,5 +653,109 @@ impl StateStore for NatsStateStore {
             v.sort();
             Ok(v)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Child, Command, Stdio};
+
+    use super::*;
+
+    /// A nats-server with JetStream on a free port, killed on drop.
+    struct NatsServer {
+        child: Child,
+        port: u16,
+        _dir: tempfile::TempDir,
+    }
+
+    impl NatsServer {
+        async fn start() -> Option<Self> {
+            let dir = tempfile::tempdir().ok()?;
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .ok()?
+                .local_addr()
+                .ok()?
+                .port();
+            let child = Command::new("nats-server")
+                .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()?;
+            let server = NatsServer {
+                child,
+                port,
+                _dir: dir,
+            };
+            for _ in 0..100 {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                {
+                    return Some(server);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None
+        }
+    }
+
+    impl Drop for NatsServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn member(client: &str) -> MemberRecord {
+        MemberRecord {
+            client_id: client.into(),
+            node_id: "node-a".into(),
+            info: None,
+        }
+    }
+
+    /// The interleaving that a join into a live room, being one read, must still survive: the
+    /// deletion marked the record and counted no members, then a join lands, then the
+    /// deletion purges. The join cleared the mark, so the purge fails and the room stays.
+    #[tokio::test]
+    async fn a_join_between_the_member_count_and_the_purge_keeps_the_room() {
+        let server = NatsServer::start()
+            .await
+            .expect("nats-server (scripts/test.sh installs it)");
+        let client = async_nats::connect(format!("127.0.0.1:{}", server.port))
+            .await
+            .unwrap();
+        let store = NatsStateStore::new(client, &NatsConfig::default(), Duration::from_secs(10));
+        let room = RoomRecord {
+            id: "lobby".into(),
+            name: "lobby".into(),
+            max_clients: 0,
+            auto_created: true,
+        };
+        assert_eq!(
+            store.join(&room, member("first")).await.unwrap(),
+            JoinOutcome::Joined
+        );
+        store.leave("lobby", "first", "node-a").await.unwrap();
+
+        let mark = store.mark_for_deletion("lobby").await.unwrap().unwrap();
+        assert!(store.members_gone("lobby").await.unwrap());
+        assert_eq!(
+            store.join(&room, member("second")).await.unwrap(),
+            JoinOutcome::Joined
+        );
+        assert!(!store.purge_marked("lobby", mark).await.unwrap());
+        assert_eq!(store.room("lobby").await.unwrap(), Some(room.clone()));
+        let members = store.members("lobby").await.unwrap();
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].client_id, "second");
+
+        // Without a join in between, the deletion goes through.
+        store.leave("lobby", "second", "node-a").await.unwrap();
+        assert!(store.delete_room_if_empty("lobby").await.unwrap());
+        assert_eq!(store.room("lobby").await.unwrap(), None);
     }
 }
