@@ -609,7 +609,10 @@ async fn anonymous_clients_get_the_anonymous_set_and_can_authenticate_later() {
     );
     // Proving who it is turns the anonymous connection into the token's user.
     let reply = anon
-        .authenticate(&hs(&claims("alice", &["join:room", "send:message"])))
+        .authenticate(&hs(&claims(
+            "alice",
+            &["join:room", "send:message", "read:message"],
+        )))
         .await
         .unwrap();
     assert_eq!(reply.data["client_id"], "alice");
@@ -623,6 +626,12 @@ async fn anonymous_clients_get_the_anonymous_set_and_can_authenticate_later() {
         "the anonymous client left its rooms"
     );
     anon.join_room("lobby").await.unwrap();
+    // Cluster-wide too: the anonymous membership was forgotten before the user connected.
+    let members = anon
+        .request("room_members", json!({"room_id": "lobby"}))
+        .await
+        .unwrap();
+    assert_eq!(members.data["members"], json!([{"client_id": "alice"}]));
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ use super::outbound::{Outbound, Progress, WriteSettings};
 use super::reader::{FrameReader, Incoming, ReadError};
 use super::{
     CLOSE_LINGER, ConnControl, ConnHandle, Start, admit_message, authenticate, connect, disconnect,
-    reply_authenticated,
+    disconnect_here, reply_authenticated,
 };
 use crate::auth::{Identity, Permissions};
 use crate::dispatch::{self, Dispatched, HandlerError};
@@ -376,12 +376,20 @@ impl Connection {
             } => {
                 // An anonymous connection proved who it is: it leaves as the anonymous client
                 // and comes back as the token's user, on the same socket.
+                // The anonymous client's cluster memberships are gone before the user
+                // connects, so nothing it does next sees the anonymous client.
                 let node = &self.node;
-                disconnect(node, &self.conn, close::NORMAL, "re-authenticated");
+                let left = disconnect_here(node, &self.conn, close::NORMAL, "re-authenticated");
+                let old_id = self.conn.client_id.to_string();
                 self.conn = Arc::new(self.conn.reidentified(node.next_conn_id(), identity));
                 tracing::Span::current().record("client_id", self.conn.client_id.as_str());
                 reply_authenticated(node, &self.conn, correlation);
-                self.in_flight = Some(connect_in_flight(node, &self.conn));
+                let (node, conn) = (node.clone(), self.conn.clone());
+                self.in_flight = Some(Box::pin(async move {
+                    node.unregister_client(&old_id, left).await;
+                    connect(&node, &conn).await;
+                    Step::Connected
+                }));
             }
         }
     }

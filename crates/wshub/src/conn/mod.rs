@@ -103,8 +103,25 @@ async fn connect(node: &Arc<Node>, conn: &Arc<ConnHandle>) {
     node.webhook(EventKind::Connect, conn.client_id.as_str(), |e| e);
 }
 
-/// Unregisters the client (leaving its rooms) and fires the leave and disconnect hooks.
+/// Unregisters the client (leaving its rooms) and fires the leave and disconnect hooks; the
+/// cluster state follows in the background.
 fn disconnect(node: &Arc<Node>, conn: &Arc<ConnHandle>, code: u16, reason: &str) {
+    let left = disconnect_here(node, conn, code, reason);
+    // The cluster state: memberships, registration, and the bus subscriptions that follow.
+    let cleanup = node.clone();
+    let client_id = conn.client_id.to_string();
+    node.tasks
+        .spawn(async move { cleanup.unregister_client(&client_id, left).await });
+}
+
+/// [`disconnect`] on this node only: returns the rooms left, whose cluster memberships the
+/// caller must forget (`Node::unregister_client`).
+fn disconnect_here(
+    node: &Arc<Node>,
+    conn: &Arc<ConnHandle>,
+    code: u16,
+    reason: &str,
+) -> Vec<crate::ids::RoomId> {
     let client = Client::new(node.clone(), conn.clone());
     let left = node.hub.unregister(conn);
     for room in &left {
@@ -120,11 +137,7 @@ fn disconnect(node: &Arc<Node>, conn: &Arc<ConnHandle>, code: u16, reason: &str)
         e.reason = Some(reason.to_owned());
         e
     });
-    // The cluster state: memberships, registration, and the bus subscriptions that follow.
-    let cleanup = node.clone();
-    let client_id = conn.client_id.to_string();
-    node.tasks
-        .spawn(async move { cleanup.unregister_client(&client_id, left).await });
+    left
 }
 
 fn send_frame(
