@@ -362,14 +362,7 @@ impl Connection {
     fn after(&mut self, step: Step) {
         match step {
             Step::Handled => {}
-            Step::Connected => {
-                if !self.registered {
-                    self.registered = true;
-                    let metrics = &self.node.hub.metrics;
-                    metrics.connections_opened.inc();
-                    metrics.connections.inc();
-                }
-            }
+            Step::Connected => count_registered(&self.node, &mut self.registered),
             Step::Reidentify {
                 identity,
                 correlation,
@@ -415,11 +408,8 @@ impl Connection {
         let cleanup = async {
             if let Some(in_flight) = in_flight
                 && let Step::Connected = in_flight.await
-                && !registered
             {
-                registered = true;
-                node.hub.metrics.connections_opened.inc();
-                node.hub.metrics.connections.inc();
+                count_registered(&node, &mut registered);
             }
             if registered {
                 let (code, why) = reason;
@@ -466,6 +456,16 @@ fn handle_message(node: &Arc<Node>, conn: &Arc<ConnHandle>, msg: Bytes) -> InFli
         }
         .instrument(span),
     )
+}
+
+/// Counts the connection as open the first time its client is registered (not again after a
+/// re-authentication).
+fn count_registered(node: &Node, registered: &mut bool) {
+    if !*registered {
+        *registered = true;
+        node.hub.metrics.connections_opened.inc();
+        node.hub.metrics.connections.inc();
+    }
 }
 
 fn connect_in_flight(node: &Arc<Node>, conn: &Arc<ConnHandle>) -> InFlight {

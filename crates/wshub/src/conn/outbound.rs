@@ -128,15 +128,8 @@ impl Outbound {
     }
 
     /// Marks `written` bytes of the batch as sent.
-    fn advance(&mut self, mut written: usize) {
-        while self.next < self.batch.len() && written >= self.batch[self.next].len() {
-            written -= self.batch[self.next].len();
-            self.next += 1;
-        }
-        self.mid_frame = written > 0;
-        if written > 0 {
-            self.batch[self.next].advance(written);
-        }
+    fn advance(&mut self, written: usize) {
+        self.mid_frame = consume(&mut self.batch, &mut self.next, written);
     }
 
     /// The connection is closing with `code`: what was queued before the close goes out first
@@ -177,17 +170,24 @@ async fn write_all_vectored(stream: &mut TcpStream, batch: &mut [Bytes]) -> std:
     let mut start = 0;
     while start < batch.len() {
         let slices: Vec<IoSlice<'_>> = batch[start..].iter().map(|b| IoSlice::new(b)).collect();
-        let mut written = stream.write_vectored(&slices).await?;
+        let written = stream.write_vectored(&slices).await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while start < batch.len() && written >= batch[start].len() {
-            written -= batch[start].len();
-            start += 1;
-        }
-        if written > 0 {
-            batch[start].advance(written);
-        }
+        consume(batch, &mut start, written);
     }
     Ok(())
+}
+
+/// Marks `written` bytes of `batch[*next..]` as sent: moves `next` past the frames that went
+/// out whole and advances the one cut short, if any (then true).
+fn consume(batch: &mut [Bytes], next: &mut usize, mut written: usize) -> bool {
+    while *next < batch.len() && written >= batch[*next].len() {
+        written -= batch[*next].len();
+        *next += 1;
+    }
+    if written > 0 {
+        batch[*next].advance(written);
+    }
+    written > 0
 }
