@@ -193,18 +193,14 @@ impl Connection {
         ));
         let control = Arc::new(ConnControl::new(queue.clone()));
         let reader = FrameReader::new(leftover, cfg.max_message_size, cfg.read_buffer_size);
-        let (identity, auth_deadline) = match start {
-            Start::Ready(identity) => (identity, None),
+        let (conn_id, identity, auth_deadline) = match start {
+            Start::Ready(identity) => (node.next_conn_id(), identity, None),
             Start::AuthenticateFirst => (
-                // Not registered: replies to it go straight into the queue.
+                // A placeholder, not registered: replies to it go straight into the queue.
+                0,
                 Identity::anonymous(ClientId::from(""), Permissions::none()),
                 Some(Box::pin(sleep(config.auth.handshake_timeout))),
             ),
-        };
-        let conn_id = if auth_deadline.is_some() {
-            0
-        } else {
-            node.next_conn_id()
         };
         let conn = Arc::new(ConnHandle::new(conn_id, identity, remote, queue, control));
         let in_flight = auth_deadline
@@ -287,19 +283,13 @@ impl Connection {
 
     fn write(&mut self, cx: &mut Context<'_>) -> Progress {
         let node = &self.node;
-        let control = &self.conn.control;
         let settings = WriteSettings {
             write_timeout: node.limits.write_timeout(),
             max_batch_bytes: node.limits.write_batch_bytes(),
             bytes_out: &node.hub.metrics.bytes_out,
         };
-        self.outbound.poll_write(
-            cx,
-            &mut self.stream,
-            control.queue(),
-            || control.is_closing(),
-            &settings,
-        )
+        self.outbound
+            .poll_write(cx, &mut self.stream, &self.conn.control, &settings)
     }
 
     fn on_incoming(&mut self, next: Result<Incoming, ReadError>) {

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Sleep, sleep, timeout};
 use wshub_protocol::close;
 
+use super::ConnControl;
 use super::queue::{OutQueue, Popped};
 use crate::wire;
 
@@ -70,8 +71,7 @@ impl Outbound {
         &mut self,
         cx: &mut Context<'_>,
         stream: &mut TcpStream,
-        queue: &OutQueue,
-        closing: impl Fn() -> bool,
+        control: &ConnControl,
         settings: &WriteSettings<'_>,
     ) -> Progress {
         if self.failed {
@@ -82,7 +82,11 @@ impl Outbound {
                 self.batch.clear();
                 self.next = 0;
                 self.stalled = None;
-                match queue.pop_batch(MAX_BATCH, settings.max_batch_bytes, &mut self.batch) {
+                match control.queue().pop_batch(
+                    MAX_BATCH,
+                    settings.max_batch_bytes,
+                    &mut self.batch,
+                ) {
                     Popped::Frames => {}
                     Popped::Closed => return Progress::Closing,
                     Popped::Empty => {
@@ -91,7 +95,7 @@ impl Outbound {
                         return Progress::Drained;
                     }
                 }
-                if closing() {
+                if control.is_closing() {
                     return Progress::Closing;
                 }
             }
