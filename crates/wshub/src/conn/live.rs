@@ -20,8 +20,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::{Sleep, sleep};
 use tracing::Instrument;
@@ -30,8 +28,8 @@ use wshub_protocol::{ErrorCode, close};
 use super::outbound::{Outbound, Progress, WriteSettings};
 use super::reader::{FrameReader, Incoming, ReadError};
 use super::{
-    CLOSE_LINGER, ConnControl, ConnHandle, Start, admit_message, authenticate, connect, disconnect,
-    disconnect_here, reply_authenticated,
+    CLOSE_LINGER, ConnControl, ConnHandle, Opening, Start, Upgraded, admit_message, authenticate,
+    connect, disconnect, disconnect_here, reply_authenticated,
 };
 use crate::auth::{Identity, Permissions};
 use crate::dispatch::{self, Dispatched, HandlerError};
@@ -60,13 +58,11 @@ pub(super) enum Step {
 
 /// The whole life of a connection's task.
 pub(super) enum Lifecycle {
-    /// The HTTP layer answered 101; hyper hands the socket over.
-    Upgrading {
+    /// The HTTP handshake, boxed: it is short and its buffers go with it.
+    Opening {
         node: Arc<Node>,
-        on_upgrade: OnUpgrade,
-        start: Start,
         remote: SocketAddr,
-        slot: Slot,
+        opening: Opening,
     },
     Live(Connection),
     /// The closing handshake and the cleanup.
@@ -75,19 +71,11 @@ pub(super) enum Lifecycle {
 }
 
 impl Lifecycle {
-    pub(super) fn new(
-        node: Arc<Node>,
-        on_upgrade: OnUpgrade,
-        start: Start,
-        remote: SocketAddr,
-        slot: Slot,
-    ) -> Self {
-        Lifecycle::Upgrading {
+    pub(super) fn new(node: Arc<Node>, remote: SocketAddr, opening: Opening) -> Self {
+        Lifecycle::Opening {
             node,
-            on_upgrade,
-            start,
             remote,
-            slot,
+            opening,
         }
     }
 }
@@ -99,40 +87,23 @@ impl Future for Lifecycle {
         let this = self.get_mut();
         loop {
             match this {
-                Lifecycle::Upgrading { on_upgrade, .. } => {
-                    let upgraded = match Pin::new(on_upgrade).poll(cx) {
+                Lifecycle::Opening { opening, .. } => {
+                    let upgraded = match opening.as_mut().poll(cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(result) => result,
+                        Poll::Ready(upgraded) => upgraded,
                     };
-                    let Lifecycle::Upgrading {
-                        node,
-                        start,
-                        remote,
-                        slot,
-                        ..
-                    } = std::mem::replace(this, Lifecycle::Done)
+                    let Lifecycle::Opening { node, remote, .. } =
+                        std::mem::replace(this, Lifecycle::Done)
                     else {
                         unreachable!("matched above");
                     };
-                    let parts = match upgraded {
-                        Ok(upgraded) => upgraded.downcast::<TokioIo<TcpStream>>(),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "upgrade failed");
-                            return Poll::Ready(());
-                        }
-                    };
-                    let Ok(parts) = parts else {
-                        tracing::error!("upgraded connection is not a TcpStream");
+                    let Some(upgraded) = upgraded else {
                         return Poll::Ready(());
                     };
-                    *this = Lifecycle::Live(Connection::new(
-                        node,
-                        parts.io.into_inner(),
-                        parts.read_buf,
-                        start,
-                        remote,
-                        slot,
-                    ));
+                    if let Start::Ready(identity) = &upgraded.start {
+                        tracing::Span::current().record("client_id", identity.client_id.as_str());
+                    }
+                    *this = Lifecycle::Live(Connection::new(node, upgraded, remote));
                 }
                 Lifecycle::Live(conn) => {
                     if conn.poll_live(cx).is_pending() {
@@ -175,14 +146,14 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    fn new(
-        node: Arc<Node>,
-        stream: TcpStream,
-        leftover: Bytes,
-        start: Start,
-        remote: SocketAddr,
-        slot: Slot,
-    ) -> Self {
+    fn new(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr) -> Self {
+        let Upgraded {
+            stream,
+            leftover,
+            start,
+            slot,
+            greeting,
+        } = upgraded;
         let config = node.config();
         let cfg = &config.server.hub;
         let queue = Arc::new(super::queue::OutQueue::bounded(
@@ -211,7 +182,7 @@ impl Connection {
             conn,
             stream,
             reader,
-            outbound: Outbound::default(),
+            outbound: Outbound::new(greeting),
             rate: MessageRate::new(),
             in_flight,
             auth_deadline,

@@ -25,11 +25,14 @@ mod queue;
 mod reader;
 pub(crate) mod sweeper;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::upgrade::OnUpgrade;
+use bytes::Bytes;
+use tokio::net::TcpStream;
 use tracing::Instrument;
 use wshub_protocol::messages::{Authenticated, Connected};
 use wshub_protocol::{ErrorCode, InboundEnvelope, MessageType, close};
@@ -56,25 +59,32 @@ pub(crate) enum Start {
     AuthenticateFirst,
 }
 
-/// The task of one connection, from the 101 response to the end: waits for hyper to hand
-/// over the socket, then serves it. `slot` (the admission limits' place) is held until the
-/// task ends.
+/// A socket whose WebSocket upgrade was accepted: what a connection starts from.
+pub(crate) struct Upgraded {
+    pub(crate) stream: TcpStream,
+    /// Bytes read past the upgrade request (frames the client sent without waiting).
+    pub(crate) leftover: Bytes,
+    pub(crate) start: Start,
+    /// The admission limits' place, held until the task ends.
+    pub(crate) slot: Slot,
+    /// Sent before any frame: the 101 response, when the HTTP layer left it to us (so it
+    /// goes out in one write with `connected`).
+    pub(crate) greeting: Option<Bytes>,
+}
+
+/// How a connection's task begins: the HTTP layer's handshake, `None` if it did not end in a
+/// WebSocket (a refused upgrade, or the connection was HTTP).
+pub(crate) type Opening = Pin<Box<dyn Future<Output = Option<Upgraded>> + Send>>;
+
+/// The task of one connection, from its handshake to the end.
 pub(crate) fn serve(
     node: Arc<Node>,
-    on_upgrade: OnUpgrade,
-    start: Start,
     remote: SocketAddr,
-    slot: Slot,
-) -> impl std::future::Future<Output = ()> + Send {
-    let span = match &start {
-        Start::Ready(id) => {
-            tracing::info_span!("conn", client_id = %id.client_id, node_id = %node.hub.node_id(), %remote)
-        }
-        Start::AuthenticateFirst => {
-            tracing::info_span!("conn", client_id = tracing::field::Empty, node_id = %node.hub.node_id(), %remote)
-        }
-    };
-    live::Lifecycle::new(node, on_upgrade, start, remote, slot).instrument(span)
+    opening: Opening,
+) -> impl Future<Output = ()> + Send {
+    // `client_id` is recorded once the handshake says who the client is.
+    let span = tracing::info_span!("conn", client_id = tracing::field::Empty, node_id = %node.hub.node_id(), %remote);
+    live::Lifecycle::new(node, remote, opening).instrument(span)
 }
 
 /// Queues `connected`, registers the client (here and cluster-wide), fires `on_connect`.

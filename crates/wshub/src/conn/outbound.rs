@@ -50,7 +50,6 @@ pub(super) struct WriteSettings<'a> {
     pub(super) bytes_out: &'a prometheus::IntCounter,
 }
 
-#[derive(Default)]
 pub(super) struct Outbound {
     /// Frames popped from the queue and not yet fully written; `batch[next..]` remain (the
     /// first of them possibly advanced past what a short write sent). Empty, and without an
@@ -62,9 +61,29 @@ pub(super) struct Outbound {
     /// `batch[next]` was partly written.
     mid_frame: bool,
     failed: bool,
+    /// The batch holds only the greeting, which takes the first frames with it.
+    top_up: bool,
+    /// Bytes of the greeting not written yet (`wshub_bytes_out_total` counts WebSocket
+    /// bytes, as when hyper wrote the 101).
+    greeting_left: u32,
 }
 
 impl Outbound {
+    /// `greeting` (the 101 response) goes out first, in one write with the first frames.
+    pub(super) fn new(greeting: Option<Bytes>) -> Self {
+        Outbound {
+            top_up: greeting.is_some(),
+            greeting_left: greeting
+                .as_ref()
+                .map_or(0, |g| u32::try_from(g.len()).unwrap_or(u32::MAX)),
+            batch: greeting.into_iter().collect(),
+            next: 0,
+            stalled: None,
+            mid_frame: false,
+            failed: false,
+        }
+    }
+
     /// Writes queued frames until the queue is empty, the socket is full, or the connection
     /// is closing.
     pub(super) fn poll_write(
@@ -78,10 +97,13 @@ impl Outbound {
             return Progress::Failed;
         }
         loop {
-            if self.next == self.batch.len() {
-                self.batch.clear();
-                self.next = 0;
-                self.stalled = None;
+            let written_out = self.next == self.batch.len();
+            if written_out || std::mem::take(&mut self.top_up) {
+                if written_out {
+                    self.batch.clear();
+                    self.next = 0;
+                    self.stalled = None;
+                }
                 match control.queue().pop_batch(
                     MAX_BATCH,
                     settings.max_batch_bytes,
@@ -89,6 +111,8 @@ impl Outbound {
                 ) {
                     Popped::Frames => {}
                     Popped::Closed => return Progress::Closing,
+                    // The greeting goes alone.
+                    Popped::Empty if !written_out => {}
                     Popped::Empty => {
                         // Not kept: an idle connection holds no batch buffer.
                         self.batch = Vec::new();
@@ -108,7 +132,9 @@ impl Outbound {
             match Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return self.fail(),
                 Poll::Ready(Ok(written)) => {
-                    settings.bytes_out.inc_by(written as u64);
+                    let greeting = written.min(self.greeting_left as usize);
+                    self.greeting_left -= greeting as u32;
+                    settings.bytes_out.inc_by((written - greeting) as u64);
                     self.advance(written);
                 }
                 Poll::Pending => {
@@ -161,26 +187,43 @@ impl Outbound {
             } else {
                 backlog.truncate(usize::from(self.mid_frame));
             }
-            write_all_vectored(stream, &mut backlog).await?;
-            stream.write_all(&wire::close_frame(code, reason)).await?;
-            stream.shutdown().await
+            backlog.push(wire::close_frame(code, reason));
+            write_last(stream, &mut backlog).await
         })
         .await;
     }
 }
 
-/// Writes every frame of `batch`, resuming after short writes.
-async fn write_all_vectored(stream: &mut TcpStream, batch: &mut [Bytes]) -> std::io::Result<()> {
+/// Writes every frame of `batch` and ends our side of the stream, so that (when it fits)
+/// the last frames and the FIN leave in one TCP segment: each write says more is coming
+/// (`MSG_MORE`), so the kernel holds the data, and the shutdown sends it with the FIN.
+/// Without that, a close costs two segments (close frame, then FIN), each processed by both
+/// ends' kernels.
+async fn write_last(stream: &mut TcpStream, batch: &mut [Bytes]) -> std::io::Result<()> {
     let mut start = 0;
     while start < batch.len() {
         let slices: Vec<IoSlice<'_>> = batch[start..].iter().map(|b| IoSlice::new(b)).collect();
-        let written = stream.write_vectored(&slices).await?;
+        let written = send_more(stream, &slices).await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
         consume(batch, &mut start, written);
     }
-    Ok(())
+    stream.shutdown().await
+}
+
+/// One vectored `sendmsg` with `MSG_MORE` (Linux; elsewhere a plain write).
+async fn send_more(stream: &TcpStream, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    const FLAGS: libc::c_int = libc::MSG_MORE | libc::MSG_NOSIGNAL;
+    #[cfg(not(target_os = "linux"))]
+    const FLAGS: libc::c_int = 0;
+    let socket = socket2::SockRef::from(stream);
+    stream
+        .async_io(tokio::io::Interest::WRITABLE, || {
+            socket.send_vectored_with_flags(slices, FLAGS)
+        })
+        .await
 }
 
 /// Marks `written` bytes of `batch[*next..]` as sent: moves `next` past the frames that went

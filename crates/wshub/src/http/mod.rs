@@ -1,14 +1,17 @@
 //! The HTTP side: one listener serves `/ws` (the WebSocket upgrade), `/health` and, later,
 //! the admin API, through one axum router.
 //!
-//! We run hyper's HTTP/1 connection ourselves instead of `axum::serve` so that the upgraded
-//! connection can be downcast back to the plain `TcpStream` (no wrapper in between): the
-//! socket is then split into owned halves with no lock, and the upgrade costs no buffers
-//! beyond what `conn` allocates itself.
+//! We accept connections ourselves instead of `axum::serve`: a WebSocket upgrade is read
+//! and answered directly ([`handshake`]), and only other requests go through hyper, which
+//! then serves a [`Prefixed`] stream (the bytes already read, then the socket).
 
 mod api;
+mod handshake;
 mod metrics;
+mod prefixed;
 mod upgrade;
+
+use prefixed::Prefixed;
 
 pub use api::ApiDoc;
 
@@ -19,10 +22,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 
 use crate::node::Node;
 
@@ -78,7 +79,8 @@ pub(crate) async fn serve_metrics(node: Arc<Node>, addr: &str) -> std::io::Resul
     Ok(bound)
 }
 
-/// Accepts until the node shuts down. Each TCP connection gets its own hyper HTTP/1 task.
+/// Accepts until the node shuts down. Each TCP connection gets a task of its own, which reads
+/// the request head ([`handshake`]) and goes on as a WebSocket connection or as HTTP.
 pub(crate) async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
     let router = router(node.clone());
     loop {
@@ -95,35 +97,9 @@ pub(crate) async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
             },
         };
         let _ = tcp.set_nodelay(true);
-        let handshake_timeout = node.config().limits.handshake_timeout;
-        let router = router.clone();
-        let shutdown = node.shutdown.clone();
-        node.tasks.spawn(async move {
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(RemoteAddr(remote));
-                    router.clone().oneshot(req)
-                },
-            );
-            let conn = hyper::server::conn::http1::Builder::new()
-                // A client that opens a socket and never finishes its request is dropped.
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(handshake_timeout)
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, %remote, "http connection error");
-                    }
-                }
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
+        let opening = handshake::open(node.clone(), router.clone(), tcp, remote);
+        node.tasks
+            .spawn(crate::conn::serve(node.clone(), remote, opening));
     }
     tracing::info!("listener stopped accepting");
 }
