@@ -235,7 +235,7 @@ impl Connection {
                     return Poll::Pending;
                 }
                 let limit = &self.node.limits.max_message_size;
-                if let Poll::Ready(next) = self.reader.poll_next(cx, &self.stream, limit) {
+                if let Poll::Ready(next) = self.reader.poll_next(cx, &mut self.stream, limit) {
                     handled += 1;
                     self.on_incoming(next);
                     continue;
@@ -384,7 +384,7 @@ impl Connection {
         tokio::join!(cleanup, closing);
         let limit = &node.limits.max_message_size;
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
-            while reader.next(&stream, limit).await.is_ok() {}
+            while reader.next(&mut stream, limit).await.is_ok() {}
         })
         .await;
     }

@@ -38,6 +38,7 @@ use wshub_protocol::messages::{Authenticated, Connected};
 use wshub_protocol::{ErrorCode, InboundEnvelope, MessageType, close};
 
 pub(crate) use handle::{ConnControl, ConnHandle, SendOutcome};
+pub(crate) use reader::poll_read_sized;
 
 use crate::auth::Identity;
 use crate::dispatch::{self, HandlerError};

@@ -12,10 +12,12 @@
 //! UTF-8, and no message exceeds `max_message_size` (checked from the header, before the
 //! payload is buffered).
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A complete message or a control frame.
@@ -41,6 +43,9 @@ pub(crate) enum ReadError {
     /// A text message that is not UTF-8.
     InvalidUtf8,
 }
+
+/// Most bytes [`poll_read_sized`] reads at once (on the stack).
+const STACK_READ: usize = 4096;
 
 const OP_CONTINUATION: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
@@ -75,10 +80,10 @@ impl FrameReader {
     /// that is already waiting for data.
     pub(crate) async fn next(
         &mut self,
-        stream: &TcpStream,
+        stream: &mut TcpStream,
         max_message: &AtomicUsize,
     ) -> Result<Incoming, ReadError> {
-        std::future::poll_fn(|cx| self.poll_next(cx, stream, max_message)).await
+        std::future::poll_fn(|cx| self.poll_next(cx, &mut *stream, max_message)).await
     }
 
     /// [`next`](Self::next) as a poll, for the connection's hand-written future. All state
@@ -86,24 +91,27 @@ impl FrameReader {
     pub(crate) fn poll_next(
         &mut self,
         cx: &mut Context<'_>,
-        stream: &TcpStream,
+        stream: &mut TcpStream,
         max_message: &AtomicUsize,
     ) -> Poll<Result<Incoming, ReadError>> {
         loop {
             self.max_message = max_message.load(Ordering::Relaxed);
             if let Some(needed) = self.more_needed()? {
-                if self.buf.is_empty() {
-                    // Nothing buffered: give the allocation back before waiting, so an idle
-                    // connection holds no read buffer.
+                let read = if self.buf.is_empty() {
+                    // Nothing buffered: the allocation was given back before waiting, so an
+                    // idle connection holds no read buffer.
                     self.buf = BytesMut::new();
-                }
-                if ready!(stream.poll_read_ready(cx)).is_err() {
-                    return Poll::Ready(Err(ReadError::Eof));
-                }
-                self.buf.reserve(needed.max(self.read_chunk));
-                // `try_read_buf` clears the readiness on `WouldBlock`, so the next
-                // `poll_read_ready` registers for the next wake-up.
-                match stream.try_read_buf(&mut self.buf) {
+                    ready!(poll_read_sized(cx, stream, &mut self.buf, self.read_chunk))
+                } else {
+                    if ready!(stream.poll_read_ready(cx)).is_err() {
+                        return Poll::Ready(Err(ReadError::Eof));
+                    }
+                    self.buf.reserve(needed.max(self.read_chunk));
+                    // `try_read_buf` clears the readiness on `WouldBlock`, so the next
+                    // `poll_read_ready` registers for the next wake-up.
+                    stream.try_read_buf(&mut self.buf)
+                };
+                match read {
                     Ok(0) => return Poll::Ready(Err(ReadError::Eof)),
                     Ok(_) => continue,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -274,6 +282,27 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
         *b ^= mask[i & 3];
     }
+}
+
+/// Reads up to `max` bytes (at most 4 KiB) into an empty `buf` through the stack, so that
+/// the heap buffer is exactly as large as what arrived.
+///
+/// Why: most messages (and upgrade requests) are far smaller than a read chunk, and
+/// reserving a whole chunk for each (4 KiB by default) made every read on an idle connection
+/// a large allocation, which glibc's malloc serves outside its per-thread cache, after
+/// consolidating its free chunks.
+pub(crate) fn poll_read_sized(
+    cx: &mut Context<'_>,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Poll<std::io::Result<usize>> {
+    debug_assert!(buf.is_empty());
+    let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); STACK_READ];
+    let mut read = ReadBuf::uninit(&mut chunk[..max.clamp(1, STACK_READ)]);
+    ready!(Pin::new(stream).poll_read(cx, &mut read))?;
+    buf.extend_from_slice(read.filled());
+    Poll::Ready(Ok(read.filled().len()))
 }
 
 #[cfg(test)]

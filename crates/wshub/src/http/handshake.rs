@@ -28,23 +28,24 @@ pub(super) const MAX_HEAD: usize = 16 * 1024;
 /// Most headers in a head read directly; a request with more goes to hyper (which refuses it
 /// past its own limit).
 const MAX_HEADERS: usize = 64;
-/// First read buffer; enough for an upgrade with a JWT.
-const FIRST_READ: usize = 1024;
+/// A head's first read (at most 4 KiB, and the buffer then holds exactly what arrived);
+/// later reads of a longer head add this much.
+const READ_CHUNK: usize = 4096;
 
 /// The connection's task starts with this: `Some` for a WebSocket whose 101 is ready to be
 /// sent, `None` when the connection was served as HTTP, refused, or went away.
 pub(crate) fn open(
     node: Arc<Node>,
     router: Router,
-    stream: TcpStream,
+    mut stream: TcpStream,
     remote: SocketAddr,
 ) -> Opening {
     Box::pin(async move {
         let handshake_timeout = node.config().limits.handshake_timeout;
         let shutdown = node.shutdown.clone();
-        let mut head = BytesMut::with_capacity(FIRST_READ);
+        let mut head = BytesMut::new();
         let read = tokio::select! {
-            read = tokio::time::timeout(handshake_timeout, read_head(&stream, &mut head)) => read,
+            read = tokio::time::timeout(handshake_timeout, read_head(&mut stream, &mut head)) => read,
             _ = shutdown.cancelled() => return None,
         };
         let head_len = match read {
@@ -106,7 +107,7 @@ pub(crate) fn open(
 
 /// Reads until the head (up to its blank line) is in `buf`: `Some(its length)`, or `None`
 /// past [`MAX_HEAD`].
-async fn read_head(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<Option<usize>> {
+async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<Option<usize>> {
     let mut searched = 0;
     loop {
         if let Some(end) = find_head_end(buf, searched) {
@@ -116,11 +117,15 @@ async fn read_head(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<Op
             return Ok(None);
         }
         searched = buf.len().saturating_sub(3);
-        if buf.capacity() == buf.len() {
-            buf.reserve(buf.len().min(MAX_HEAD - buf.len()).max(FIRST_READ));
-        }
-        stream.readable().await?;
-        match stream.try_read_buf(buf) {
+        let read = if buf.is_empty() {
+            std::future::poll_fn(|cx| crate::conn::poll_read_sized(cx, stream, buf, READ_CHUNK))
+                .await
+        } else {
+            stream.readable().await?;
+            buf.reserve(READ_CHUNK);
+            stream.try_read_buf(buf)
+        };
+        match read {
             Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
