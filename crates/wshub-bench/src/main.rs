@@ -483,7 +483,10 @@ async fn fanout(
         tasks.push(tokio::spawn(async move {
             let (mut sink, mut stream): (SplitSink<Ws, Message>, SplitStream<Ws>) = ws.split();
             let mut next = 0u64;
-            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
+            // Latencies in a plain vector, into the shared histogram at the end: a histogram
+            // per receiver (~140 KB each at these bounds) made the generator's own cache
+            // misses, not the server, the limit of the fan-out runs.
+            let mut latencies: Vec<u32> = Vec::with_capacity(messages as usize);
             while next < messages {
                 let Some(Ok(msg)) = stream.next().await else {
                     break;
@@ -505,12 +508,13 @@ async fn fanout(
                 if let Some(h) = delivered.get(seq as usize) {
                     h.fetch_add(1, Ordering::Relaxed);
                 }
-                if let Some(l) = local.as_mut() {
-                    let _ = l.record(now_micros().saturating_sub(sent).max(1));
-                }
+                let latency = now_micros().saturating_sub(sent).max(1);
+                latencies.push(u32::try_from(latency).unwrap_or(u32::MAX));
             }
-            if let (Some(l), Ok(mut h)) = (local, hist.lock()) {
-                let _ = h.add(l);
+            if let Ok(mut h) = hist.lock() {
+                for latency in latencies {
+                    let _ = h.record(u64::from(latency));
+                }
             }
             next
         }));
