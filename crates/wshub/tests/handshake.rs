@@ -114,6 +114,24 @@ async fn connect(server: &TestServer) -> TcpStream {
         .expect("connect")
 }
 
+/// A client past the 101 and the `connected` frame.
+async fn upgraded(server: &TestServer, client_id: &str) -> Peer {
+    let mut stream = connect(server).await;
+    let request = upgrade_request(&format!("/ws?client_id={client_id}"));
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut peer = Peer::new(stream);
+    assert!(peer.head().await.starts_with("HTTP/1.1 101 "));
+    assert_eq!(peer.json().await["message_type"], "connected");
+    peer
+}
+
+/// A masked close frame with `code` and `reason`.
+fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason.as_bytes());
+    frame(0x8, &payload)
+}
+
 #[tokio::test]
 async fn a_head_in_pieces_with_frames_right_behind_it() {
     let server = TestServer::start(Config::default()).await;
@@ -282,19 +300,13 @@ async fn refusals_are_whole_responses_and_close() {
 #[tokio::test]
 async fn the_close_reply_is_followed_by_the_end_of_the_stream() {
     let server = TestServer::start(Config::default()).await;
-    let mut stream = connect(&server).await;
-    stream
-        .write_all(upgrade_request("/ws?client_id=closer").as_bytes())
-        .await
-        .unwrap();
-    let mut peer = Peer::new(stream);
-    assert!(peer.head().await.starts_with("HTTP/1.1 101 "));
-    assert_eq!(peer.json().await["message_type"], "connected");
+    let mut peer = upgraded(&server, "closer").await;
     // Close 1000 "bye"; the server echoes a close and then ends the stream (the last frame
     // and the FIN leave together: nothing may be lost in between).
-    let mut payload = 1000u16.to_be_bytes().to_vec();
-    payload.extend_from_slice(b"bye");
-    peer.stream.write_all(&frame(0x8, &payload)).await.unwrap();
+    peer.stream
+        .write_all(&close_frame(1000, "bye"))
+        .await
+        .unwrap();
     let (opcode, reply) = peer.frame().await;
     assert_eq!(opcode, 0x8);
     assert_eq!(u16::from_be_bytes([reply[0], reply[1]]), 1000);
@@ -304,28 +316,22 @@ async fn the_close_reply_is_followed_by_the_end_of_the_stream() {
 #[tokio::test]
 async fn a_server_side_close_sends_what_was_queued_then_close_and_fin() {
     let server = TestServer::start(Config::default()).await;
-    let mut stream = connect(&server).await;
-    stream
-        .write_all(upgrade_request("/ws?client_id=kicked").as_bytes())
-        .await
-        .unwrap();
-    let mut peer = Peer::new(stream);
-    assert!(peer.head().await.starts_with("HTTP/1.1 101 "));
-    assert_eq!(peer.json().await["message_type"], "connected");
+    let mut peer = upgraded(&server, "kicked").await;
     server.running.handle().disconnect("kicked").await.unwrap();
-    let mut opcodes = Vec::new();
+    // Whatever was queued (text frames), then the close.
     loop {
         let (opcode, payload) = peer.frame().await;
-        opcodes.push(opcode);
         if opcode == 0x8 {
             assert!(payload.len() >= 2);
             break;
         }
+        assert_eq!(opcode, 0x1, "only text frames before the close");
     }
     // We have not answered the close: the server's side has ended all the same, and it
     // still reads ours.
     assert!(peer.ends().await);
-    let mut payload = 1000u16.to_be_bytes().to_vec();
-    payload.extend_from_slice(b"ok");
-    peer.stream.write_all(&frame(0x8, &payload)).await.unwrap();
+    peer.stream
+        .write_all(&close_frame(1000, "ok"))
+        .await
+        .unwrap();
 }
