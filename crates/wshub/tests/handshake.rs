@@ -73,6 +73,14 @@ impl Peer {
         }
     }
 
+    /// The next `len` bytes (a response body).
+    async fn body(&mut self, len: usize) -> Vec<u8> {
+        while self.buf.len() < len {
+            assert!(self.fill().await, "closed inside a body");
+        }
+        self.buf.drain(..len).collect()
+    }
+
     /// The next frame: (opcode, payload).
     async fn frame(&mut self) -> (u8, Vec<u8>) {
         loop {
@@ -114,12 +122,17 @@ async fn connect(server: &TestServer) -> TcpStream {
         .expect("connect")
 }
 
+/// A client that has sent `bytes` on a new connection.
+async fn sent(server: &TestServer, bytes: &[u8]) -> Peer {
+    let mut stream = connect(server).await;
+    stream.write_all(bytes).await.unwrap();
+    Peer::new(stream)
+}
+
 /// A client past the 101 and the `connected` frame.
 async fn upgraded(server: &TestServer, client_id: &str) -> Peer {
-    let mut stream = connect(server).await;
     let request = upgrade_request(&format!("/ws?client_id={client_id}"));
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut peer = Peer::new(stream);
+    let mut peer = sent(server, request.as_bytes()).await;
     assert!(peer.head().await.starts_with("HTTP/1.1 101 "));
     assert_eq!(peer.json().await["message_type"], "connected");
     peer
@@ -174,12 +187,7 @@ async fn a_head_in_pieces_with_frames_right_behind_it() {
 #[tokio::test]
 async fn an_upgrade_after_other_requests_on_a_kept_alive_connection() {
     let server = TestServer::start(Config::default()).await;
-    let mut stream = connect(&server).await;
-    stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut peer = Peer::new(stream);
+    let mut peer = sent(&server, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let head = peer.head().await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let length: usize = head
@@ -193,12 +201,8 @@ async fn an_upgrade_after_other_requests_on_a_kept_alive_connection() {
         .trim()
         .parse()
         .unwrap();
-    while peer.buf.len() < length {
-        assert!(peer.fill().await);
-    }
-    let health: Value = serde_json::from_slice(&peer.buf[..length]).unwrap();
+    let health: Value = serde_json::from_slice(&peer.body(length).await).unwrap();
     assert_eq!(health["status"], "ok");
-    peer.buf.drain(..length);
 
     // Same socket: the upgrade and a ping in one write.
     let mut request = upgrade_request("/ws?client_id=kept-alive").into_bytes();
@@ -220,9 +224,7 @@ async fn other_requests_still_reach_the_router() {
         "GET /wsx HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         "POST /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     ] {
-        let mut stream = connect(&server).await;
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let head = Peer::new(stream).head().await;
+        let head = sent(&server, request.as_bytes()).await.head().await;
         assert!(
             head.starts_with("HTTP/1.1 404") || head.starts_with("HTTP/1.1 405"),
             "{request}: {head}"
@@ -245,11 +247,8 @@ async fn an_oversized_head_gets_431() {
     let head = peer.head().await;
     assert!(head.starts_with("HTTP/1.1 431"), "{head}");
     // The server is fine afterwards.
-    let mut ok = connect(&server).await;
-    ok.write_all(upgrade_request("/ws").as_bytes())
-        .await
-        .unwrap();
-    assert!(Peer::new(ok).head().await.starts_with("HTTP/1.1 101 "));
+    let mut ok = sent(&server, upgrade_request("/ws").as_bytes()).await;
+    assert!(ok.head().await.starts_with("HTTP/1.1 101 "));
 }
 
 #[tokio::test]
@@ -257,12 +256,7 @@ async fn a_head_that_never_ends_is_dropped_after_the_handshake_timeout() {
     let mut config = Config::default();
     config.limits.handshake_timeout = Duration::from_millis(300);
     let server = TestServer::start(config).await;
-    let mut stream = connect(&server).await;
-    stream
-        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let mut peer = Peer::new(stream);
+    let mut peer = sent(&server, b"GET /ws HTTP/1.1\r\nHost: x\r\n").await;
     let started = std::time::Instant::now();
     assert!(peer.ends().await, "the server sent something");
     assert!(started.elapsed() >= Duration::from_millis(250));
@@ -274,12 +268,7 @@ async fn refusals_are_whole_responses_and_close() {
     config.auth.enabled = true;
     config.auth.secret_key = "s3cret-s3cret-s3cret-s3cret-s3cret".into();
     let server = TestServer::start(config).await;
-    let mut stream = connect(&server).await;
-    stream
-        .write_all(upgrade_request("/ws?token=not-a-jwt").as_bytes())
-        .await
-        .unwrap();
-    let mut peer = Peer::new(stream);
+    let mut peer = sent(&server, upgrade_request("/ws?token=not-a-jwt").as_bytes()).await;
     let head = peer.head().await;
     assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{head}");
     assert!(head.to_lowercase().contains("connection: close"), "{head}");
@@ -289,11 +278,7 @@ async fn refusals_are_whole_responses_and_close() {
             .contains(&format!("content-length: {}", body.len())),
         "{head}"
     );
-    while peer.buf.len() < body.len() {
-        assert!(peer.fill().await);
-    }
-    assert_eq!(String::from_utf8_lossy(&peer.buf), body);
-    peer.buf.clear();
+    assert_eq!(String::from_utf8_lossy(&peer.body(body.len()).await), body);
     assert!(peer.ends().await);
 }
 
