@@ -6,7 +6,8 @@
 //! - encoding and framing an outbound envelope (once per publication, shared by every
 //!   recipient),
 //! - a publication's bus encoding and decoding (once per node it crosses),
-//! - the bus duplicate filter (once per received bus message).
+//! - the bus duplicate filter (once per received bus message),
+//! - verifying an HS256 token (once per connection with auth on: bounds connection churn).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::value::RawValue;
@@ -95,5 +96,34 @@ fn dedup(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, inbound, outbound, dedup);
+fn jwt(c: &mut Criterion) {
+    let config = wshub::config::AuthConfig {
+        enabled: true,
+        secret_key: "bench-secret".into(),
+        ..Default::default()
+    };
+    let verifier = wshub::auth::Verifier::from_config(&config)
+        .unwrap_or_else(|e| unreachable!("a secret is a valid config: {e}"));
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 3600;
+    let claims = serde_json::json!({"user_id": "client-42", "permissions": ["join:room", "send:message"],
+        "iss": "gohub", "exp": exp});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"bench-secret"),
+    )
+    .unwrap_or_else(|e| unreachable!("HS256 signs: {e}"));
+    assert!(verifier.verify(&token).is_ok(), "the bench token verifies");
+    let mut g = c.benchmark_group("jwt");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("verify_hs256", |b| {
+        b.iter(|| verifier.verify(black_box(&token)).is_ok())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, inbound, outbound, dedup, jwt);
 criterion_main!(benches);

@@ -7,7 +7,6 @@
 //! RSA public key" confusion cannot pass (jsonwebtoken also refuses a key of the wrong family).
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -77,17 +76,17 @@ struct Claims {
 
 struct VerifyKey {
     kid: Option<String>,
-    algorithms: Vec<Algorithm>,
     key: DecodingKey,
+    /// The key's algorithms and the configured claim rules, built once: a `Validation` is a
+    /// handful of allocations (sets of claim names, issuers), and a node verifies a token
+    /// for every connection.
+    validation: Validation,
 }
 
 /// Verifies tokens against the configured keys and claims rules.
 pub struct Verifier {
     keys: Vec<VerifyKey>,
     issuer: String,
-    audience: String,
-    require_exp: bool,
-    leeway: Duration,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -99,6 +98,32 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
+/// What a token verified with a key of these `algorithms` must satisfy: `exp` (required
+/// when `auth.require_exp`), `nbf`, and `iss`/`aud` when configured, with `auth.leeway`.
+fn claim_rules(algorithms: Vec<Algorithm>, cfg: &AuthConfig) -> Validation {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.algorithms = algorithms;
+    validation.leeway = cfg.leeway.as_secs();
+    validation.validate_nbf = true;
+    validation.validate_exp = true;
+    let mut required: HashSet<String> = HashSet::new();
+    if cfg.require_exp {
+        required.insert("exp".into());
+    }
+    if !cfg.issuer.is_empty() {
+        validation.set_issuer(&[&cfg.issuer]);
+        required.insert("iss".into());
+    }
+    if cfg.audience.is_empty() {
+        validation.validate_aud = false;
+    } else {
+        validation.set_audience(&[&cfg.audience]);
+        required.insert("aud".into());
+    }
+    validation.required_spec_claims = required;
+    validation
+}
+
 impl Verifier {
     /// Builds the verifier, reading `public_key_file` and `jwks_file`. Errors name the key.
     pub fn from_config(cfg: &AuthConfig) -> Result<Verifier, String> {
@@ -106,17 +131,23 @@ impl Verifier {
         if !cfg.secret_key.is_empty() {
             keys.push(VerifyKey {
                 kid: None,
-                algorithms: vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
                 key: DecodingKey::from_secret(cfg.secret_key.as_bytes()),
+                validation: claim_rules(
+                    vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+                    cfg,
+                ),
             });
         }
         if !cfg.public_key_file.is_empty() {
             let pem = std::fs::read(&cfg.public_key_file)
                 .map_err(|e| format!("auth.public_key_file: {}: {e}", cfg.public_key_file))?;
-            keys.push(
-                public_key(&pem)
-                    .map_err(|e| format!("auth.public_key_file: {}: {e}", cfg.public_key_file))?,
-            );
+            let (key, algorithms) = public_key(&pem)
+                .map_err(|e| format!("auth.public_key_file: {}: {e}", cfg.public_key_file))?;
+            keys.push(VerifyKey {
+                kid: None,
+                key,
+                validation: claim_rules(algorithms, cfg),
+            });
         }
         if !cfg.jwks_file.is_empty() {
             let text = std::fs::read_to_string(&cfg.jwks_file)
@@ -139,8 +170,8 @@ impl Verifier {
                     .map_err(|e| format!("auth.jwks_file: {}: {e}", cfg.jwks_file))?;
                 keys.push(VerifyKey {
                     kid: jwk.common.key_id.clone(),
-                    algorithms: vec![alg],
                     key,
+                    validation: claim_rules(vec![alg], cfg),
                 });
             }
         }
@@ -153,9 +184,6 @@ impl Verifier {
         Ok(Verifier {
             keys,
             issuer: cfg.issuer.clone(),
-            audience: cfg.audience.clone(),
-            require_exp: cfg.require_exp,
-            leeway: cfg.leeway,
         })
     }
 
@@ -165,44 +193,24 @@ impl Verifier {
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| TokenError::Invalid(format!("malformed: {}", describe(e.kind()))))?;
-        let candidates: Vec<&VerifyKey> = self
+        let mut candidates = self
             .keys
             .iter()
-            .filter(|k| k.algorithms.contains(&header.alg))
+            .filter(|k| k.validation.algorithms.contains(&header.alg))
             .filter(|k| match (&k.kid, &header.kid) {
                 (Some(a), Some(b)) => a == b,
                 _ => true,
             })
-            .collect();
-        if candidates.is_empty() {
+            .peekable();
+        if candidates.peek().is_none() {
             return Err(TokenError::Invalid(format!(
                 "algorithm {:?} is not accepted",
                 header.alg
             )));
         }
-        let mut validation = Validation::new(header.alg);
-        validation.leeway = self.leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.validate_exp = true;
-        let mut required: HashSet<String> = HashSet::new();
-        if self.require_exp {
-            required.insert("exp".into());
-        }
-        if !self.issuer.is_empty() {
-            validation.set_issuer(&[&self.issuer]);
-            required.insert("iss".into());
-        }
-        if self.audience.is_empty() {
-            validation.validate_aud = false;
-        } else {
-            validation.set_audience(&[&self.audience]);
-            required.insert("aud".into());
-        }
-        validation.required_spec_claims = required;
-
         let mut last = TokenError::Invalid("no key matched".into());
         for key in candidates {
-            match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
+            match jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation) {
                 Ok(data) => return identity(data.claims),
                 Err(e) => {
                     use jsonwebtoken::errors::ErrorKind as K;
@@ -260,8 +268,8 @@ fn identity(claims: Claims) -> Result<Identity, TokenError> {
     })
 }
 
-/// A PEM public key of any supported family.
-fn public_key(pem: &[u8]) -> Result<VerifyKey, String> {
+/// A PEM public key of any supported family, and the algorithms it verifies.
+fn public_key(pem: &[u8]) -> Result<(DecodingKey, Vec<Algorithm>), String> {
     use Algorithm::*;
     let (key, algorithms) = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
         (k, vec![RS256, RS384, RS512, PS256, PS384, PS512])
@@ -272,9 +280,5 @@ fn public_key(pem: &[u8]) -> Result<VerifyKey, String> {
     } else {
         return Err("not an RSA, EC or Ed25519 public key in PEM".into());
     };
-    Ok(VerifyKey {
-        kid: None,
-        algorithms,
-        key,
-    })
+    Ok((key, algorithms))
 }
