@@ -52,6 +52,29 @@ struct Grant {
     room_glob: Option<Box<str>>,
 }
 
+impl Grant {
+    /// `join:room`, or scoped to rooms: `join:room:chat-*`. `None` for anything else.
+    fn parse(item: &str) -> Option<Grant> {
+        Permission::ALL.iter().find_map(|p| {
+            let name = p.as_str();
+            if item == name {
+                Some(Grant {
+                    permission: *p,
+                    room_glob: None,
+                })
+            } else {
+                item.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .filter(|glob| !glob.is_empty())
+                    .map(|glob| Grant {
+                        permission: *p,
+                        room_glob: Some(Box::from(glob)),
+                    })
+            }
+        })
+    }
+}
+
 /// The permissions of one client. Cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permissions {
@@ -72,40 +95,22 @@ impl Permissions {
     /// Parses strings such as `join:room`, `send:message:lobby`, `join:room:chat-*`.
     /// Unknown strings are returned as the error.
     pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<Self, String> {
-        let mut grants = Vec::with_capacity(items.len());
-        for item in items {
-            let item = item.as_ref();
-            let found = Permission::ALL.iter().find_map(|p| {
-                let name = p.as_str();
-                if item == name {
-                    Some((*p, None))
-                } else {
-                    item.strip_prefix(name)
-                        .and_then(|rest| rest.strip_prefix(':'))
-                        .filter(|glob| !glob.is_empty())
-                        .map(|glob| (*p, Some(Box::from(glob))))
-                }
-            });
-            let (permission, room_glob) = found.ok_or_else(|| item.to_owned())?;
-            grants.push(Grant {
-                permission,
-                room_glob,
-            });
-        }
-        Ok(Permissions {
-            grants: grants.into(),
-        })
+        let grants = items
+            .iter()
+            .map(|item| Grant::parse(item.as_ref()).ok_or_else(|| item.as_ref().to_owned()))
+            .collect::<Result<Arc<[Grant]>, String>>()?;
+        Ok(Permissions { grants })
     }
 
     /// As [`Permissions::parse`], skipping strings it does not know (tokens minted for other
     /// services may carry permissions of theirs).
     pub fn parse_lenient<S: AsRef<str>>(items: &[S]) -> Self {
-        let known: Vec<&str> = items
-            .iter()
-            .map(AsRef::as_ref)
-            .filter(|i| Permissions::parse(&[*i]).is_ok())
-            .collect();
-        Permissions::parse(&known).unwrap_or_else(|_| Permissions::none())
+        Permissions {
+            grants: items
+                .iter()
+                .filter_map(|item| Grant::parse(item.as_ref()))
+                .collect(),
+        }
     }
 
     /// Nothing at all.

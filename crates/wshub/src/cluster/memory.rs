@@ -24,6 +24,8 @@ struct Inner {
 }
 
 impl MemoryStateStore {
+    /// Runs `f` on the state now (it may borrow its arguments: it never outlives the call) and
+    /// returns its result as the trait's future.
     fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Inner) -> T,
@@ -49,8 +51,7 @@ impl StateStore for MemoryStateStore {
     }
 
     fn room(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<RoomRecord>>> {
-        let id = id.to_owned();
-        self.with(move |i| i.rooms.get(&id).cloned())
+        self.with(|i| i.rooms.get(id).cloned())
     }
 
     fn rooms(&self) -> BoxFuture<'_, StoreResult<Vec<RoomRecord>>> {
@@ -62,12 +63,11 @@ impl StateStore for MemoryStateStore {
     }
 
     fn delete_room(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<Vec<MemberRecord>>>> {
-        let id = id.to_owned();
-        self.with(move |i| {
-            i.rooms.remove(&id)?;
+        self.with(|i| {
+            i.rooms.remove(id)?;
             Some(
                 i.members
-                    .remove(&id)
+                    .remove(id)
                     .map(|m| m.into_values().collect())
                     .unwrap_or_default(),
             )
@@ -75,12 +75,11 @@ impl StateStore for MemoryStateStore {
     }
 
     fn delete_room_if_empty(&self, id: &str) -> BoxFuture<'_, StoreResult<bool>> {
-        let id = id.to_owned();
-        self.with(move |i| {
-            let empty = i.members.get(&id).is_none_or(|m| m.is_empty());
-            if empty && i.rooms.get(&id).is_some_and(|r| r.auto_created) {
-                i.rooms.remove(&id);
-                i.members.remove(&id);
+        self.with(|i| {
+            let empty = i.members.get(id).is_none_or(|m| m.is_empty());
+            if empty && i.rooms.get(id).is_some_and(|r| r.auto_created) {
+                i.rooms.remove(id);
+                i.members.remove(id);
                 return true;
             }
             false
@@ -93,10 +92,16 @@ impl StateStore for MemoryStateStore {
         member: MemberRecord,
     ) -> BoxFuture<'a, StoreResult<JoinOutcome>> {
         self.with(move |i| {
-            i.rooms
-                .entry(room.id.clone())
-                .or_insert_with(|| room.clone());
-            let members = i.members.entry(room.id.clone()).or_default();
+            // Looked up before inserting: the entry API would copy the id on every join.
+            if !i.rooms.contains_key(&room.id) {
+                i.rooms.insert(room.id.clone(), room.clone());
+            }
+            if !i.members.contains_key(&room.id) {
+                i.members.insert(room.id.clone(), BTreeMap::new());
+            }
+            let Some(members) = i.members.get_mut(&room.id) else {
+                unreachable!("inserted above");
+            };
             if members.contains_key(&member.client_id) {
                 JoinOutcome::AlreadyMember
             } else if room.max_clients > 0 && members.len() >= room.max_clients as usize {
@@ -114,34 +119,31 @@ impl StateStore for MemoryStateStore {
         client: &str,
         node: &str,
     ) -> BoxFuture<'_, StoreResult<Option<usize>>> {
-        let (room, client, node) = (room.to_owned(), client.to_owned(), node.to_owned());
-        self.with(move |i| {
-            let members = i.members.get_mut(&room)?;
-            if members.get(&client).is_none_or(|m| m.node_id != node) {
+        self.with(|i| {
+            let members = i.members.get_mut(room)?;
+            if members.get(client).is_none_or(|m| m.node_id != node) {
                 return None;
             }
-            members.remove(&client);
+            members.remove(client);
             let left = members.len();
             if left == 0 {
-                i.members.remove(&room);
+                i.members.remove(room);
             }
             Some(left)
         })
     }
 
     fn members(&self, room: &str) -> BoxFuture<'_, StoreResult<Vec<MemberRecord>>> {
-        let room = room.to_owned();
-        self.with(move |i| {
+        self.with(|i| {
             i.members
-                .get(&room)
+                .get(room)
                 .map(|m| m.values().cloned().collect())
                 .unwrap_or_default()
         })
     }
 
     fn member_count(&self, room: &str) -> BoxFuture<'_, StoreResult<usize>> {
-        let room = room.to_owned();
-        self.with(move |i| i.members.get(&room).map_or(0, |m| m.len()))
+        self.with(|i| i.members.get(room).map_or(0, |m| m.len()))
     }
 
     fn register_client(
@@ -149,26 +151,23 @@ impl StateStore for MemoryStateStore {
         client: &str,
         node: &str,
     ) -> BoxFuture<'_, StoreResult<Option<String>>> {
-        let (client, node) = (client.to_owned(), node.to_owned());
-        self.with(move |i| {
+        self.with(|i| {
             i.clients
-                .insert(client, node.clone())
-                .filter(|prev| *prev != node)
+                .insert(client.to_owned(), node.to_owned())
+                .filter(|prev| prev != node)
         })
     }
 
     fn unregister_client(&self, client: &str, node: &str) -> BoxFuture<'_, StoreResult<()>> {
-        let (client, node) = (client.to_owned(), node.to_owned());
-        self.with(move |i| {
-            if i.clients.get(&client) == Some(&node) {
-                i.clients.remove(&client);
+        self.with(|i| {
+            if i.clients.get(client).is_some_and(|n| n == node) {
+                i.clients.remove(client);
             }
         })
     }
 
     fn client_node(&self, client: &str) -> BoxFuture<'_, StoreResult<Option<String>>> {
-        let client = client.to_owned();
-        self.with(move |i| i.clients.get(&client).cloned())
+        self.with(|i| i.clients.get(client).cloned())
     }
 
     fn heartbeat(&self, node: NodeRecord, _ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
@@ -192,9 +191,8 @@ impl StateStore for MemoryStateStore {
     }
 
     fn remove_node(&self, node: &str) -> BoxFuture<'_, StoreResult<Vec<(String, MemberRecord)>>> {
-        let node = node.to_owned();
-        self.with(move |i| {
-            i.nodes.remove(&node);
+        self.with(|i| {
+            i.nodes.remove(node);
             i.clients.retain(|_, n| *n != node);
             let mut removed = Vec::new();
             for (room, members) in i.members.iter_mut() {
