@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{TestServer, WAIT};
 use serde_json::Value;
@@ -296,6 +296,41 @@ async fn the_close_reply_is_followed_by_the_end_of_the_stream() {
     assert_eq!(opcode, 0x8);
     assert_eq!(u16::from_be_bytes([reply[0], reply[1]]), 1000);
     assert!(peer.ends().await, "bytes after the close frame");
+}
+
+#[tokio::test]
+async fn a_completed_close_handshake_ends_the_connection_without_waiting_for_the_fin() {
+    // One connection per address: a second client gets in once the first connection has
+    // ended on the server (its admission place is held until then).
+    let mut config = Config::default();
+    config.limits.max_connections_per_ip = 1;
+    let server = TestServer::start(config).await;
+    let mut first = upgraded(&server, "first").await;
+    first
+        .stream
+        .write_all(&close_frame(1000, "bye"))
+        .await
+        .unwrap();
+    assert_eq!(first.frame().await.0, 0x8);
+    assert!(first.ends().await);
+    // `first` keeps its socket open and never sends its FIN. With the closing handshake done
+    // the server has nothing to wait for (it used to read on for up to 2 s, holding the
+    // place).
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let request = upgrade_request("/ws?client_id=second");
+        let head = sent(&server, request.as_bytes()).await.head().await;
+        if head.starts_with("HTTP/1.1 101 ") {
+            break;
+        }
+        assert!(head.starts_with("HTTP/1.1 429 "), "{head}");
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection still holds its place"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(first);
 }
 
 #[tokio::test]

@@ -141,6 +141,9 @@ pub(super) struct Connection {
     auth_deadline: Option<Pin<Box<Sleep>>>,
     /// The client is registered (its first `connect` finished), so ending must unregister it.
     registered: bool,
+    /// The client sent its close frame or ended its stream: it sends nothing more, so ending
+    /// need not wait for it.
+    peer_done: bool,
     /// The admission slot (`limits.max_connections`, per IP), given back when the task ends.
     _slot: Slot,
 }
@@ -187,6 +190,7 @@ impl Connection {
             in_flight,
             auth_deadline,
             registered: false,
+            peer_done: false,
             _slot: slot,
         }
     }
@@ -237,6 +241,7 @@ impl Connection {
                 let limit = &self.node.limits.max_message_size;
                 if let Poll::Ready(next) = self.reader.poll_next(cx, &mut self.stream, limit) {
                     handled += 1;
+                    self.peer_done |= matches!(next, Ok(Incoming::Close(_)) | Err(ReadError::Eof));
                     self.on_incoming(next);
                     continue;
                 }
@@ -361,6 +366,7 @@ impl Connection {
             outbound,
             in_flight,
             mut registered,
+            peer_done,
             _slot,
             ..
         } = self;
@@ -382,6 +388,13 @@ impl Connection {
         let write_timeout = node.limits.write_timeout();
         let closing = outbound.close(&mut stream, control.queue(), reason, write_timeout);
         tokio::join!(cleanup, closing);
+        if peer_done {
+            // The closing handshake is complete (RFC 6455 §7.1.1: the server closes the TCP
+            // connection first), or the client already ended its stream. Whatever is left
+            // to read is its FIN, which the kernel handles without us: waiting for it cost
+            // a read, often a wake-up and a poll per connection.
+            return;
+        }
         let limit = &node.limits.max_message_size;
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
             while reader.next(&mut stream, limit).await.is_ok() {}
