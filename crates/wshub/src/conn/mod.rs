@@ -49,7 +49,8 @@ use crate::webhooks::EventKind;
 
 /// How long, after we sent our close frame, we keep reading for the client's reply before
 /// dropping the socket (closing with unread data would send a RST and can destroy the close
-/// frame in the client's receive buffer).
+/// frame in the client's receive buffer). Not when the client closed first: it sends
+/// nothing more after its close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Who the connection is when the upgrade completes.
