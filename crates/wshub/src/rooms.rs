@@ -337,42 +337,52 @@ impl Node {
             let interval = node.config().cluster.heartbeat_interval;
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last_ok = tokio::time::Instant::now();
+            // The stamp of our last heartbeat that landed (the first was written just before
+            // this task started): what the other nodes judge us by.
+            let mut last_stamp_ms = now_ms();
             loop {
                 tokio::select! {
                     _ = node.shutdown.cancelled() => break,
                     _ = tick.tick() => {}
                 }
                 let ttl = node.config().cluster.node_ttl;
-                let silent_for = last_ok.elapsed();
-                match node
-                    .state()
-                    .heartbeat(node.node_record(node.started_at_ms), ttl)
-                    .await
-                {
+                let record = node.node_record(node.started_at_ms);
+                let stamp_ms = record.heartbeat_at_ms;
+                let mut restore = false;
+                match node.state().heartbeat(record, ttl).await {
                     Ok(()) => {
-                        if silent_for > ttl {
+                        if presumed_dead(last_stamp_ms, now_ms(), ttl) {
                             // Others will have declared us dead and removed our clients.
-                            tracing::warn!(silent_ms = silent_for.as_millis() as u64, "this node was silent longer than cluster.node_ttl; restoring its clients in the cluster state");
-                            node.restore_state().await;
+                            tracing::warn!("this node's heartbeat was older than cluster.node_ttl before a new one landed; restoring its clients in the cluster state");
+                            restore = true;
                         }
-                        last_ok = tokio::time::Instant::now();
+                        last_stamp_ms = stamp_ms;
                     }
                     Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
                 }
-                node.reap_dead_nodes(ttl).await;
+                // However it came about (another node's shorter `node_ttl`, a clock jump), our
+                // clients missing from the cluster state says we were reaped.
+                if node.reap_dead_nodes(ttl).await == Some(false) && node.hub.client_count() > 0 {
+                    tracing::warn!("this node's clients are missing from the cluster state (another node presumed it dead); restoring them");
+                    restore = true;
+                }
+                if restore {
+                    node.restore_state().await;
+                }
             }
         });
     }
 
-    /// Removes what dead nodes held and announces their members gone.
-    async fn reap_dead_nodes(&self, ttl: Duration) {
+    /// Removes what dead nodes held and announces their members gone. Returns whether this
+    /// node holds clients in the cluster state (`None` when the store could not say).
+    async fn reap_dead_nodes(&self, ttl: Duration) -> Option<bool> {
         let state = self.state();
         let (Ok(live), Ok(holders)) = (state.nodes(ttl).await, state.nodes_with_state().await)
         else {
-            return;
+            return None;
         };
         let me = self.hub.node_id().as_str();
+        let holding = holders.iter().any(|n| n.as_str() == me);
         for dead in holders
             .iter()
             .filter(|n| n.as_str() != me && !live.iter().any(|l| &l.node_id == *n))
@@ -403,6 +413,7 @@ impl Node {
                 }
             }
         }
+        Some(holding)
     }
 
     /// Writes this node's clients and memberships back after it was presumed dead.
@@ -462,5 +473,29 @@ impl Node {
                 tracing::warn!(error = %e, "could not remove this node from the cluster state")
             }
         }
+    }
+}
+
+/// Whether the other nodes may have presumed this node dead before its heartbeat landed at
+/// `landed_ms`: the last one that had landed (stamped `last_stamp_ms`, which is what they
+/// compare with their clock) was then older than `ttl`. A heartbeat slow to land shows here,
+/// not in the time between our own attempts.
+fn presumed_dead(last_stamp_ms: i64, landed_ms: i64, ttl: Duration) -> bool {
+    landed_ms - last_stamp_ms > ttl.as_millis() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presumed_dead_counts_from_the_last_landed_stamp() {
+        let ttl = Duration::from_secs(6);
+        // Every 2 s, each landing at once.
+        assert!(!presumed_dead(100_000, 102_000, ttl));
+        // Attempted on time (2 s after the last), but the write took 5 s to land: the stored
+        // stamp was 7 s old by then, and the others may have reaped us meanwhile.
+        assert!(presumed_dead(100_000, 107_000, ttl));
+        assert!(!presumed_dead(100_000, 106_000, ttl));
     }
 }

@@ -339,3 +339,60 @@ async fn nats_join_racing_the_last_leave_keeps_the_room() {
 async fn redis_join_racing_the_last_leave_keeps_the_room() {
     join_racing_the_last_leave_keeps_the_room(Backend::Redis).await;
 }
+
+/// A node presumed dead by another (here: the other's `node_ttl` is shorter than this node's
+/// heartbeat interval) while its own clock saw no silence: it finds its clients missing from
+/// the cluster state and writes them back.
+async fn reaped_node_restores_its_clients(backend: Backend) {
+    let cluster = Cluster::new(backend);
+    let start = |node: &str, heartbeat_ms: u64, ttl_ms: u64| {
+        let mut config = cluster.config(node);
+        config.cluster.heartbeat_interval = Duration::from_millis(heartbeat_ms);
+        config.cluster.node_ttl = Duration::from_millis(ttl_ms);
+        TestServer::start_with(
+            Server::builder()
+                .config(config)
+                .local_broker(cluster.local.clone()),
+        )
+    };
+    let reaper = start("node-a", 100, 300).await;
+    let slow = start("node-b", 1000, 10_000).await;
+    wait_connected(&[&reaper, &slow]).await;
+    let b1 = slow.client("b1").await;
+    b1.join_room("r").await.unwrap();
+    let seen = reaper.running.handle();
+    let members = || async { seen.cluster_members("r").await.unwrap_or_default() };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while members().await.contains(&"b1".to_owned()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node-b never reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Reaped. node-b's next heartbeats (every second) must notice and restore `b1`; node-a
+    // may reap it again 300 ms later, so look often.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !members().await.contains(&"b1".to_owned()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node-b did not restore its client after being reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn local_reaped_node_restores_its_clients() {
+    reaped_node_restores_its_clients(Backend::Local).await;
+}
+
+#[tokio::test]
+async fn nats_reaped_node_restores_its_clients() {
+    reaped_node_restores_its_clients(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn redis_reaped_node_restores_its_clients() {
+    reaped_node_restores_its_clients(Backend::Redis).await;
+}
