@@ -96,11 +96,9 @@ impl StateStore for MemoryStateStore {
             if !i.rooms.contains_key(&room.id) {
                 i.rooms.insert(room.id.clone(), room.clone());
             }
-            if !i.members.contains_key(&room.id) {
-                i.members.insert(room.id.clone(), BTreeMap::new());
-            }
-            let Some(members) = i.members.get_mut(&room.id) else {
-                unreachable!("inserted above");
+            let members = match i.members.get_mut(&room.id) {
+                Some(members) => members,
+                None => i.members.entry(room.id.clone()).or_default(),
             };
             if members.contains_key(&member.client_id) {
                 JoinOutcome::AlreadyMember
