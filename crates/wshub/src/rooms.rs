@@ -154,7 +154,9 @@ impl Node {
         let state = self.state();
         let node = self.hub.node_id().as_str();
         match state.leave(room, client, node).await {
-            Ok(Some(0)) => {
+            // The last member here: whether it was the last anywhere is the store's to say.
+            // (The client left the hub first, so members still here are others.)
+            Ok(true) if !self.hub.has_local_members(room) => {
                 let _ = state.delete_room_if_empty(room).await;
             }
             Ok(_) => {}
@@ -394,6 +396,7 @@ impl Node {
                     }
                     self.hub.metrics.dead_node_cleanups.inc();
                     let presence = self.config().rooms.presence_events;
+                    let mut rooms = std::collections::BTreeSet::new();
                     for (room, member) in removed {
                         if presence {
                             self.announce(
@@ -405,6 +408,10 @@ impl Node {
                             )
                             .await;
                         }
+                        rooms.insert(room);
+                    }
+                    // Once per room, not per member: on NATS the check lists the room.
+                    for room in rooms {
                         let _ = state.delete_room_if_empty(&room).await;
                     }
                 }

@@ -114,9 +114,15 @@ async fn registry_and_presence(backend: Backend) {
     assert_eq!(err.code(), Some(ErrorCode::RoomNotFound));
 
     // Auto-created rooms go away cluster-wide when their last member (on any node) leaves.
+    // A leaves it while a member is still on A (the room is not empty: no question asked), then
+    // A's last one leaves while C still has one (the store says the room is not empty).
+    let a2 = a.client("a2").await;
     a1.join_room("temp").await.unwrap();
+    a2.join_room("temp").await.unwrap();
     c1.join_room("temp").await.unwrap();
     a1.leave_room("temp").await.unwrap();
+    assert_eq!(get_json(&b, "/api/rooms/temp").await["members"], 2);
+    a2.leave_room("temp").await.unwrap();
     assert_eq!(get_json(&b, "/api/rooms/temp").await["members"], 1);
     drop(c1);
     let mut gone = false;

@@ -111,23 +111,19 @@ impl StateStore for MemoryStateStore {
         })
     }
 
-    fn leave(
-        &self,
-        room: &str,
-        client: &str,
-        node: &str,
-    ) -> BoxFuture<'_, StoreResult<Option<usize>>> {
+    fn leave(&self, room: &str, client: &str, node: &str) -> BoxFuture<'_, StoreResult<bool>> {
         self.with(|i| {
-            let members = i.members.get_mut(room)?;
+            let Some(members) = i.members.get_mut(room) else {
+                return false;
+            };
             if members.get(client).is_none_or(|m| m.node_id != node) {
-                return None;
+                return false;
             }
             members.remove(client);
-            let left = members.len();
-            if left == 0 {
+            if members.is_empty() {
                 i.members.remove(room);
             }
-            Some(left)
+            true
         })
     }
 

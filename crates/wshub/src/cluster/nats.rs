@@ -58,6 +58,34 @@ impl std::ops::Deref for Bucket {
     }
 }
 
+impl Bucket {
+    /// Removes `key`: its messages up to `revision` (all of them without one). A newer value
+    /// written meanwhile stays, so with the revision read this is a compare-and-delete.
+    ///
+    /// Unlike a KV delete or purge this leaves no marker: keys that come and go with every
+    /// client (memberships, slots, client records) would each leave one for good, the stream
+    /// would grow with every client id ever seen, and every listing would walk them.
+    async fn remove(&self, key: &str, revision: Option<u64>) -> StoreResult<()> {
+        let purge = self
+            .stream
+            .purge()
+            .filter(format!("$KV.{}.{key}", self.name));
+        match revision {
+            Some(r) => purge.sequence(r + 1).await,
+            None => purge.await,
+        }
+        .map(|_| ())
+        .map_err(other)
+    }
+}
+
+/// A key's current value and its revision.
+struct Live {
+    key: String,
+    revision: u64,
+    value: Bytes,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Membership {
     member: MemberRecord,
@@ -168,12 +196,12 @@ impl NatsStateStore {
             .map_err(|_| StoreError::Timeout)?
     }
 
-    /// Live keys starting with `prefix` (which ends with `.`, or is empty) and their values.
+    /// Keys starting with `prefix` (which ends with `.`, or is empty), live or deleted.
     ///
     /// Listed from the stream's subjects with a server-side filter rather than with
     /// `kv::Store::keys`, which in async-nats 0.42 can wait forever when the newest message is
-    /// a delete marker. Deleted keys still have a marker subject; `get` skips them.
-    async fn entries(bucket: &Bucket, prefix: &str) -> StoreResult<Vec<(String, Bytes)>> {
+    /// a delete marker. Deleted keys still have a marker subject: `get` tells them apart.
+    async fn keys(bucket: &Bucket, prefix: &str) -> StoreResult<Vec<String>> {
         let root = format!("$KV.{}.", bucket.name);
         let stream = bucket.stream.clone();
         let mut subjects = stream
@@ -187,16 +215,38 @@ impl NatsStateStore {
                 keys.push(key.to_owned());
             }
         }
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(v) = bucket.get(key.clone()).await.map_err(other)? {
-                out.push((key, v));
+        Ok(keys)
+    }
+
+    /// Live keys starting with `prefix`, their values and revisions: one read per key.
+    async fn entries(bucket: &Bucket, prefix: &str) -> StoreResult<Vec<Live>> {
+        let mut out = Vec::new();
+        for key in Self::keys(bucket, prefix).await? {
+            if let Some(e) = bucket.entry(key.clone()).await.map_err(other)?
+                && e.operation == kv::Operation::Put
+            {
+                out.push(Live {
+                    key,
+                    revision: e.revision,
+                    value: e.value,
+                });
             }
         }
         Ok(out)
     }
 
-    async fn memberships(&self, room: Option<&str>) -> StoreResult<Vec<(String, Membership)>> {
+    /// Whether any key starting with `prefix` is live: reads stop at the first one.
+    async fn any_live(bucket: &Bucket, prefix: &str) -> StoreResult<bool> {
+        for key in Self::keys(bucket, prefix).await? {
+            if bucket.get(key).await.map_err(other)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Memberships (of one room, or all) with their keys and revisions.
+    async fn memberships(&self, room: Option<&str>) -> StoreResult<Vec<(Live, Membership)>> {
         let b = self.buckets().await?;
         let prefix = match room {
             Some(r) => format!("m.{}.", enc(r)),
@@ -205,7 +255,10 @@ impl NatsStateStore {
         Self::entries(&b.members, &prefix)
             .await?
             .into_iter()
-            .map(|(k, v)| Ok((k, parse(&v)?)))
+            .map(|live| {
+                let m = parse(&live.value)?;
+                Ok((live, m))
+            })
             .collect()
     }
 
@@ -244,9 +297,7 @@ impl NatsStateStore {
     /// No member is left in the room.
     async fn members_gone(&self, id: &str) -> StoreResult<bool> {
         let b = self.buckets().await?;
-        Ok(Self::entries(&b.members, &format!("m.{}.", enc(id)))
-            .await?
-            .is_empty())
+        Ok(!Self::any_live(&b.members, &format!("m.{}.", enc(id))).await?)
     }
 
     /// Takes the mark back (unless a join already cleared it).
@@ -268,19 +319,20 @@ impl NatsStateStore {
             .is_ok())
     }
 
+    /// Removes a membership as read (a newer one under the same key stays), and its slot.
     async fn drop_membership(
         &self,
         key: &str,
+        revision: u64,
         room_enc: &str,
         slot: Option<u32>,
     ) -> StoreResult<()> {
         let b = self.buckets().await?;
-        b.members.purge(key).await.map_err(other)?;
+        b.members.remove(key, Some(revision)).await?;
         if let Some(slot) = slot {
             b.members
-                .purge(format!("s.{room_enc}.{slot}"))
-                .await
-                .map_err(other)?;
+                .remove(&format!("s.{room_enc}.{slot}"), None)
+                .await?;
         }
         Ok(())
     }
@@ -334,7 +386,7 @@ impl StateStore for NatsStateStore {
             let mut rooms = Self::entries(&b.rooms, "r.")
                 .await?
                 .iter()
-                .map(|(_, v)| parse::<RoomRecord>(v))
+                .map(|live| parse::<RoomRecord>(&live.value))
                 .collect::<StoreResult<Vec<_>>>()?;
             rooms.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(rooms)
@@ -361,8 +413,9 @@ impl StateStore for NatsStateStore {
                 return Ok(None);
             }
             let mut members = Vec::new();
-            for (k, m) in self.memberships(Some(&id)).await? {
-                self.drop_membership(&k, &enc(&id), m.slot).await?;
+            for (live, m) in self.memberships(Some(&id)).await? {
+                self.drop_membership(&live.key, live.revision, &enc(&id), m.slot)
+                    .await?;
                 members.push(m.member);
             }
             Ok(Some(members))
@@ -424,7 +477,7 @@ impl StateStore for NatsStateStore {
                 Ok(_) => {}
                 Err(e) => {
                     if let Some(i) = slot {
-                        let _ = b.members.purge(format!("s.{room_enc}.{i}")).await;
+                        let _ = b.members.remove(&format!("s.{room_enc}.{i}"), None).await;
                     }
                     return if e.kind() == kv::CreateErrorKind::AlreadyExists {
                         Ok(JoinOutcome::AlreadyMember)
@@ -475,27 +528,25 @@ impl StateStore for NatsStateStore {
         }))
     }
 
-    fn leave(
-        &self,
-        room: &str,
-        client: &str,
-        node: &str,
-    ) -> BoxFuture<'_, StoreResult<Option<usize>>> {
+    fn leave(&self, room: &str, client: &str, node: &str) -> BoxFuture<'_, StoreResult<bool>> {
         let (room, client, node) = (room.to_owned(), client.to_owned(), node.to_owned());
         Box::pin(self.timed(async move {
             let b = self.buckets().await?;
             let room_enc = enc(&room);
             let key = format!("m.{room_enc}.{}", enc(&client));
-            let Some(v) = b.members.get(key.clone()).await.map_err(other)? else {
-                return Ok(None);
+            let Some(entry) = b.members.entry(key.clone()).await.map_err(other)? else {
+                return Ok(false);
             };
-            let m: Membership = parse(&v)?;
-            if m.member.node_id != node {
-                return Ok(None);
+            if entry.operation != kv::Operation::Put {
+                return Ok(false);
             }
-            self.drop_membership(&key, &room_enc, m.slot).await?;
-            let left = Self::entries(&b.members, &format!("m.{room_enc}.")).await?;
-            Ok(Some(left.len()))
+            let m: Membership = parse(&entry.value)?;
+            if m.member.node_id != node {
+                return Ok(false);
+            }
+            self.drop_membership(&key, entry.revision, &room_enc, m.slot)
+                .await?;
+            Ok(true)
         }))
     }
 
@@ -560,10 +611,7 @@ impl StateStore for NatsStateStore {
                 && entry.value.as_ref() == node.as_bytes()
             {
                 // Compare-and-delete: a newer registration elsewhere is kept.
-                let _ = b
-                    .clients
-                    .purge_expect_revision(key, Some(entry.revision))
-                    .await;
+                b.clients.remove(&key, Some(entry.revision)).await?;
             }
             Ok(())
         }))
@@ -599,7 +647,7 @@ impl StateStore for NatsStateStore {
             let mut out: Vec<NodeRecord> = Self::entries(&b.nodes, "")
                 .await?
                 .iter()
-                .filter_map(|(_, v)| parse::<NodeRecord>(v).ok())
+                .filter_map(|live| parse::<NodeRecord>(&live.value).ok())
                 .filter(|n| n.heartbeat_at_ms >= cutoff)
                 .collect();
             out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
@@ -612,32 +660,25 @@ impl StateStore for NatsStateStore {
         Box::pin(async move {
             let b = self.buckets().await?;
             let _ = b.nodes.purge(enc(&node)).await;
-            for (key, _) in Self::entries(&b.clients, "c.").await? {
-                if let Some(entry) = b.clients.entry(key.clone()).await.map_err(other)?
-                    && entry.operation == kv::Operation::Put
-                    && entry.value.as_ref() == node.as_bytes()
-                {
-                    let _ = b
-                        .clients
-                        .purge_expect_revision(key, Some(entry.revision))
-                        .await;
+            for live in Self::entries(&b.clients, "c.").await? {
+                if live.value.as_ref() == node.as_bytes() {
+                    // A registration since then (on another node) is kept.
+                    b.clients.remove(&live.key, Some(live.revision)).await?;
                 }
             }
             let mut removed = Vec::new();
-            for (key, m) in self.memberships(None).await? {
+            for (live, m) in self.memberships(None).await? {
                 if m.member.node_id != node {
                     continue;
                 }
-                let room_enc = key.split('.').nth(1).unwrap_or_default().to_owned();
-                self.drop_membership(&key, &room_enc, m.slot).await?;
+                let room_enc = live.key.split('.').nth(1).unwrap_or_default().to_owned();
+                self.drop_membership(&live.key, live.revision, &room_enc, m.slot)
+                    .await?;
                 if let Some(room) = dec(&room_enc) {
                     removed.push((room, m.member));
                 }
             }
-            b.clients
-                .purge(format!("n.{}", enc(&node)))
-                .await
-                .map_err(other)?;
+            b.clients.remove(&format!("n.{}", enc(&node)), None).await?;
             Ok(removed)
         })
     }
@@ -648,7 +689,7 @@ impl StateStore for NatsStateStore {
             let mut v: Vec<String> = Self::entries(&b.clients, "n.")
                 .await?
                 .iter()
-                .filter_map(|(k, _)| dec(&k[2..]))
+                .filter_map(|live| dec(&live.key[2..]))
                 .collect();
             v.sort();
             Ok(v)
@@ -709,6 +750,18 @@ mod tests {
         }
     }
 
+    /// A store on a fresh nats-server (kept running while the server value lives).
+    async fn store() -> (NatsServer, NatsStateStore) {
+        let server = NatsServer::start()
+            .await
+            .expect("nats-server (scripts/test.sh installs it)");
+        let client = async_nats::connect(format!("127.0.0.1:{}", server.port))
+            .await
+            .unwrap();
+        let store = NatsStateStore::new(client, &NatsConfig::default(), Duration::from_secs(10));
+        (server, store)
+    }
+
     fn member(client: &str) -> MemberRecord {
         MemberRecord {
             client_id: client.into(),
@@ -722,13 +775,7 @@ mod tests {
     /// deletion purges. The join cleared the mark, so the purge fails and the room stays.
     #[tokio::test]
     async fn a_join_between_the_member_count_and_the_purge_keeps_the_room() {
-        let server = NatsServer::start()
-            .await
-            .expect("nats-server (scripts/test.sh installs it)");
-        let client = async_nats::connect(format!("127.0.0.1:{}", server.port))
-            .await
-            .unwrap();
-        let store = NatsStateStore::new(client, &NatsConfig::default(), Duration::from_secs(10));
+        let (_server, store) = store().await;
         let room = RoomRecord {
             id: "lobby".into(),
             name: "lobby".into(),
@@ -757,5 +804,77 @@ mod tests {
         store.leave("lobby", "second", "node-a").await.unwrap();
         assert!(store.delete_room_if_empty("lobby").await.unwrap());
         assert_eq!(store.room("lobby").await.unwrap(), None);
+    }
+
+    /// Clients that come and go leave nothing behind: no membership, slot or client record,
+    /// and no delete marker either (a KV delete or purge leaves one per key for good). And a
+    /// removal is a compare-and-delete: a registration that replaced the one read stays.
+    #[tokio::test]
+    async fn departed_clients_leave_no_keys_behind() {
+        let (_server, store) = store().await;
+        let room = RoomRecord {
+            id: "lobby".into(),
+            name: "lobby".into(),
+            max_clients: 5,
+            auto_created: false,
+        };
+        store.create_room(room.clone()).await.unwrap();
+        for i in 0..3 {
+            let id = format!("c{i}");
+            store.register_client(&id, "node-a").await.unwrap();
+            assert_eq!(
+                store.join(&room, member(&id)).await.unwrap(),
+                JoinOutcome::Joined
+            );
+        }
+        let b = store.buckets().await.unwrap();
+        assert_eq!(
+            NatsStateStore::keys(&b.members, "m.").await.unwrap().len(),
+            3
+        );
+        assert_eq!(
+            NatsStateStore::keys(&b.members, "s.").await.unwrap().len(),
+            3
+        );
+
+        for i in 0..3 {
+            let id = format!("c{i}");
+            assert!(store.leave("lobby", &id, "node-a").await.unwrap());
+            assert!(!store.leave("lobby", &id, "node-a").await.unwrap());
+            store.unregister_client(&id, "node-a").await.unwrap();
+        }
+        assert_eq!(
+            NatsStateStore::keys(&b.members, "").await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            NatsStateStore::keys(&b.clients, "c.").await.unwrap(),
+            Vec::<String>::new()
+        );
+        // The slots are free again.
+        for i in 0..5 {
+            assert_eq!(
+                store.join(&room, member(&format!("d{i}"))).await.unwrap(),
+                JoinOutcome::Joined
+            );
+        }
+
+        // c9 moved to node-b after node-a read its record: node-a's removal keeps node-b's.
+        store.register_client("c9", "node-a").await.unwrap();
+        let read = b
+            .clients
+            .entry(format!("c.{}", enc("c9")))
+            .await
+            .unwrap()
+            .unwrap();
+        store.register_client("c9", "node-b").await.unwrap();
+        b.clients
+            .remove(&read.key, Some(read.revision))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.client_node("c9").await.unwrap().as_deref(),
+            Some("node-b")
+        );
     }
 }

@@ -43,8 +43,7 @@ const LEAVE: &str = r#"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return -1 end
 if cjson.decode(v)['node_id'] ~= ARGV[2] then return -1 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-return redis.call('HLEN', KEYS[1])
+return redis.call('HDEL', KEYS[1], ARGV[1])
 "#;
 
 /// KEYS: rooms, members:{room}; ARGV: room.
@@ -251,21 +250,16 @@ impl StateStore for RedisStateStore {
         })
     }
 
-    fn leave(
-        &self,
-        room: &str,
-        client: &str,
-        node: &str,
-    ) -> BoxFuture<'_, StoreResult<Option<usize>>> {
+    fn leave(&self, room: &str, client: &str, node: &str) -> BoxFuture<'_, StoreResult<bool>> {
         let (room, client, node) = (room.to_owned(), client.to_owned(), node.to_owned());
         Box::pin(async move {
-            let left: i64 = self
+            let removed: i64 = self
                 .timed(
                     self.client
                         .eval(LEAVE, vec![self.members_key(&room)], vec![client, node]),
                 )
                 .await?;
-            Ok((left >= 0).then_some(left as usize))
+            Ok(removed == 1)
         })
     }
 

@@ -93,13 +93,13 @@ pub trait StateStore: Send + Sync + 'static {
         room: &'a RoomRecord,
         member: MemberRecord,
     ) -> BoxFuture<'a, StoreResult<JoinOutcome>>;
-    /// Removes `client`'s membership if it is held by `node`; returns the members left.
-    fn leave(
-        &self,
-        room: &str,
-        client: &str,
-        node: &str,
-    ) -> BoxFuture<'_, StoreResult<Option<usize>>>;
+    /// Removes `client`'s membership if it is held by `node`; false if it held none.
+    ///
+    /// It does not say whether the room is now empty: counting is a scan of the room on some
+    /// stores, and the node knows without asking whether it still has members there itself
+    /// (then the room is not empty). [`delete_room_if_empty`](Self::delete_room_if_empty)
+    /// decides the rest.
+    fn leave(&self, room: &str, client: &str, node: &str) -> BoxFuture<'_, StoreResult<bool>>;
     fn members(&self, room: &str) -> BoxFuture<'_, StoreResult<Vec<MemberRecord>>>;
     fn member_count(&self, room: &str) -> BoxFuture<'_, StoreResult<usize>>;
 
