@@ -31,6 +31,28 @@ pub(crate) struct ChurnArgs {
     pub(crate) duration: Duration,
     /// Upper bound on connections (and tokens minted up front).
     pub(crate) max_connects: usize,
+    /// The server process, whose CPU time is read before and after.
+    pub(crate) server_pid: Option<u32>,
+}
+
+/// CPU time a process has used so far (user + system, all threads), from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces; the fields after its `)` are fixed.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("unexpected /proc/<pid>/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the `)`.
+    let ticks: u64 = fields
+        .get(11..13)
+        .context("short /proc/<pid>/stat")?
+        .iter()
+        .map(|f| f.parse::<u64>())
+        .sum::<Result<u64, _>>()?;
+    // Counted in USER_HZ, which the kernel fixes at 100 for what it reports to user space.
+    Ok(Duration::from_millis(ticks * 10))
 }
 
 /// Any 16 bytes, base64: the server checks the form, not uniqueness.
@@ -58,6 +80,7 @@ pub(crate) async fn churn(args: ChurnArgs) -> anyhow::Result<serde_json::Value> 
     );
     let tokens = Arc::new(tokens);
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = args.server_pid.map(cpu_time).transpose()?;
     let started = Instant::now();
     let deadline = started + args.duration;
     let bar = crate::progress::counter("cycles");
@@ -105,6 +128,18 @@ pub(crate) async fn churn(args: ChurnArgs) -> anyhow::Result<serde_json::Value> 
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     let cycles = hist.len();
+    // Server CPU per connection, and the connects/s a whole core of it would give.
+    let (server_cpu_us, server_core_capacity) = match (args.server_pid, cpu_before) {
+        (Some(pid), Some(before)) if cycles > 0 => {
+            let used = cpu_time(pid)?.saturating_sub(before).as_secs_f64() * 1e6;
+            let per_conn = used / cycles as f64;
+            (
+                Some((per_conn * 10.0).round() / 10.0),
+                (per_conn > 0.0).then(|| (1e6 / per_conn).round()),
+            )
+        }
+        _ => (None, None),
+    };
     Ok(json!({
         "scenario": "churn",
         "target": format!("{:?}", args.target).to_lowercase(),
@@ -115,6 +150,8 @@ pub(crate) async fn churn(args: ChurnArgs) -> anyhow::Result<serde_json::Value> 
         "first_error": first_error,
         "elapsed_s": elapsed,
         "connects_per_s": (cycles as f64 / elapsed).round(),
+        "server_cpu_us_per_connect": server_cpu_us,
+        "server_connects_per_core_s": server_core_capacity,
         "p50_us": hist.value_at_quantile(0.5),
         "p99_us": hist.value_at_quantile(0.99),
         "max_us": hist.max(),

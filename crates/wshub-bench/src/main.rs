@@ -148,6 +148,10 @@ enum Scenario {
         /// At most this many connections (tokens are minted up front).
         #[arg(long, default_value_t = 400_000)]
         max_connects: usize,
+        /// The server's pid: also report its CPU time per connection (and so the rate one
+        /// full core would sustain, whichever side limits this run).
+        #[arg(long)]
+        pid: Option<u32>,
     },
 }
 
@@ -200,6 +204,7 @@ fn main() -> anyhow::Result<()> {
                     workers,
                     duration,
                     max_connects,
+                    pid,
                 } => {
                     churn::churn(churn::ChurnArgs {
                         target: common.target,
@@ -208,6 +213,7 @@ fn main() -> anyhow::Result<()> {
                         workers,
                         duration: Duration::from_secs(duration),
                         max_connects,
+                        server_pid: pid,
                     })
                     .await
                 }
