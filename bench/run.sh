@@ -64,13 +64,14 @@ calc() { python3 -c "print($1)"; }
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 
 SERVERS="tt fws sio sioxide wshub"
-declare -A IDLE SLAB FAN P99 ECHO OPEN_P99 CHURN CLUSTER
+declare -A IDLE SLAB FAN FAN_CORE P99 ECHO OPEN_P99 CHURN CLUSTER CLUSTER_CORE
 for s in $SERVERS; do
   echo "== $s" >&2
   start "$s"; OUT=$(load "$s" idle --server "127.0.0.1:$PORT" --n "$IDLE_N" --pid "$PID")
   IDLE[$s]=$(echo "$OUT" | field bytes_per_conn); SLAB[$s]=$(echo "$OUT" | field kernel_slab_per_conn_pair); stop
-  start "$s"; OUT=$(load "$s" fanout --server "127.0.0.1:$PORT" --n "$FAN_N" --messages "$FAN_M" --window 8)
-  check "$s fan-out" "$OUT"; FAN[$s]=$(echo "$OUT" | field delivered_per_s); P99[$s]=$(echo "$OUT" | field p99_us); stop
+  start "$s"; OUT=$(load "$s" fanout --server "127.0.0.1:$PORT" --n "$FAN_N" --messages "$FAN_M" --window 8 --pid "$PID")
+  check "$s fan-out" "$OUT"; FAN[$s]=$(echo "$OUT" | field delivered_per_s); P99[$s]=$(echo "$OUT" | field p99_us)
+  FAN_CORE[$s]=$(echo "$OUT" | field server_deliveries_per_core_s); stop
 done
 
 # Open loop: the same offered load for everyone, half of what the bare tokio-tungstenite server
@@ -147,10 +148,10 @@ done
 # Cluster fan-out: the same members spread over 3 nodes; every server process on core 0.
 free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
 cluster_fanout() { # label, then the node launcher as a function name
-  local label=$1 launcher=$2 p1=$PORT p2=$((PORT + 1)) p3=$((PORT + 2)) pids=()
+  local label=$1 launcher=$2 p1=$PORT p2=$((PORT + 1)) p3=$((PORT + 2)) pids=() broker=$REDIS_PID
   # A fresh broker for every NATS cluster: the nodes of the run before were killed, and reaping
   # their 10,000 members would overlap this run's joins.
-  if [ "${BUS:-}" = nats ]; then start_nats; fi
+  if [ "${BUS:-}" = nats ]; then start_nats; broker=$NATS_PID; fi
   for p in $p1 $p2 $p3; do $launcher "$p"; pids+=("$LAUNCHED"); done
   for p in $p1 $p2 $p3; do wait_port "$p"; done
   sleep 2
@@ -158,8 +159,10 @@ cluster_fanout() { # label, then the node launcher as a function name
   # 20 connects at a time (as when BENCHMARKS.md was made): with 200, 10,000 joins into one
   # room used to make the NATS state store's per-room compare-and-set retry until joins timed
   # out (1004). A join into a live room is one read now: 200 at once join in ~5 s.
-  OUT=$(load "$s" fanout --server "127.0.0.1:$p1" --also "127.0.0.1:$p2,127.0.0.1:$p3" --n "$FAN_N" --messages "$FAN_M" --window "${WINDOW:-8}" --timeout 300 --concurrency 20)
+  # The server CPU counted is the 3 nodes' and the broker's.
+  OUT=$(load "$s" fanout --server "127.0.0.1:$p1" --also "127.0.0.1:$p2,127.0.0.1:$p3" --n "$FAN_N" --messages "$FAN_M" --window "${WINDOW:-8}" --timeout 300 --concurrency 20 --pid "$(IFS=,; echo "${pids[*]},$broker")")
   check "$label" "$OUT"; CLUSTER[$label]=$(echo "$OUT" | field delivered_per_s)
+  CLUSTER_CORE[$label]=$(echo "$OUT" | field server_deliveries_per_core_s)
   kill -9 "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true
   PORT=$((PORT + 3))
 }
@@ -172,7 +175,7 @@ start_nats() {
 }
 REDIS_PORT=$(free_port)
 taskset -c 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >/dev/null 2>&1 &
-wait_port "$REDIS_PORT"
+REDIS_PID=$!; wait_port "$REDIS_PORT"
 wshub_node() { # port; bus from $BUS
   local bus_yaml
   if [ "$BUS" = nats ]; then bus_yaml="  bus_type: nats
@@ -204,12 +207,14 @@ cluster_fanout sioxide-redis sioxide_node
 # alternating (one round moves the ratio by +-0.15), and takes the medians.
 SAT_WINDOW=${SAT_WINDOW:-32}
 CLUSTER_ROUNDS=${CLUSTER_ROUNDS:-3}
-declare -A SAT_ALL
+declare -A SAT_ALL SAT_CORE_ALL
 for round in $(seq "$CLUSTER_ROUNDS"); do
-  start wshub; OUT=$(load wshub fanout --server "127.0.0.1:$PORT" --n "$FAN_N" --messages "$FAN_M" --window "$SAT_WINDOW")
-  check "wshub window $SAT_WINDOW, round $round" "$OUT"; SAT_ALL[single]="${SAT_ALL[single]:-} $(echo "$OUT" | field delivered_per_s)"; stop
+  start wshub; OUT=$(load wshub fanout --server "127.0.0.1:$PORT" --n "$FAN_N" --messages "$FAN_M" --window "$SAT_WINDOW" --pid "$PID")
+  check "wshub window $SAT_WINDOW, round $round" "$OUT"; SAT_ALL[single]="${SAT_ALL[single]:-} $(echo "$OUT" | field delivered_per_s)"
+  SAT_CORE_ALL[single]="${SAT_CORE_ALL[single]:-} $(echo "$OUT" | field server_deliveries_per_core_s)"; stop
   WINDOW=$SAT_WINDOW BUS=nats cluster_fanout wshub-nats-sat wshub_node
   SAT_ALL[nats]="${SAT_ALL[nats]:-} ${CLUSTER[wshub-nats-sat]}"
+  SAT_CORE_ALL[nats]="${SAT_CORE_ALL[nats]:-} ${CLUSTER_CORE[wshub-nats-sat]}"
 done
 
 # More connections than one process may hold: 3 wshub processes × MANY_N, all held at once.
@@ -244,6 +249,7 @@ many() { echo "$MANY" | python3 -c "import json,sys; print(json.load(sys.stdin)[
   row "idle: server RSS per connection, bytes (lower is better; $IDLE_N connections)" IDLE
   row "idle: kernel slab per connection pair, bytes (both loopback ends; context)" SLAB
   row "fan-out: delivered msgs/s ($FAN_N members × $FAN_M, closed loop, window 8)" FAN
+  row "fan-out: deliveries/s one server core sustains (1 s / server CPU per delivery)" FAN_CORE
   row "fan-out: p99 latency at saturation, µs (lower is better)" P99
   row "fan-out: p99 latency at 50 % load, µs ($RATE50 publications/s open loop; lower is better)" OPEN_P99
   row "echo: round trips/s (50 clients × 1000; median of 3 rounds)" ECHO
@@ -252,6 +258,9 @@ many() { echo "$MANY" | python3 -c "import json,sys; print(json.load(sys.stdin)[
   echo "lost, duplicated and reordered deliveries; the run fails on any). \"50 % load\" is half of"
   echo "the publications/s the bare tokio-tungstenite server sustained closed loop in this run"
   echo "($TT_PUBS/s), offered to every server alike; latency counts from each publication's due time."
+  echo "The per-core row divides the server's CPU time (\`/proc/<pid>/stat\`, from the first"
+  echo "publication to the last delivery) by the deliveries: what the server side costs whichever"
+  echo "side limits the rate (the single-core generator often does here)."
   echo "The 50 % row is the median of $OPEN_ROUNDS rounds per server (servers alternating); every"
   echo "round's p99, µs:"
   echo
@@ -293,24 +302,27 @@ many() { echo "$MANY" | python3 -c "import json,sys; print(json.load(sys.stdin)[
   echo "publisher on the first; the 3 nodes and the broker share core 0 (the single-node runs had"
   echo "that core to themselves), so the ratio is the price of the bus hop on the same CPU."
   echo
-  echo "| cluster | delivered msgs/s | vs the same server on one node |"
-  echo "|---|---|---|"
-  echo "| wshub, 3 nodes on NATS | ${CLUSTER[wshub-nats]} | $(ratio "${CLUSTER[wshub-nats]}" "${FAN[wshub]}") |"
-  echo "| wshub, 3 nodes on Redis | ${CLUSTER[wshub-redis]} | $(ratio "${CLUSTER[wshub-redis]}" "${FAN[wshub]}") |"
-  echo "| Socket.IO, 3 nodes, @socket.io/redis-adapter | ${CLUSTER[sio-redis]} | $(ratio "${CLUSTER[sio-redis]}" "${FAN[sio]}") |"
-  echo "| socketioxide, 3 nodes, socketioxide-redis | ${CLUSTER[sioxide-redis]} | $(ratio "${CLUSTER[sioxide-redis]}" "${FAN[sioxide]}") |"
-  echo "| wshub on NATS / Socket.IO on Redis | $(ratio "${CLUSTER[wshub-nats]}" "${CLUSTER[sio-redis]}") | |"
+  echo "| cluster | delivered msgs/s | vs the same server on one node | deliveries/s one core of the cluster's processes sustains (nodes + broker) | vs one node |"
+  echo "|---|---|---|---|---|"
+  crow() { # label, cluster key, single-node server
+    echo "| $1 | ${CLUSTER[$2]} | $(ratio "${CLUSTER[$2]}" "${FAN[$3]}") | ${CLUSTER_CORE[$2]} | $(ratio "${CLUSTER_CORE[$2]}" "${FAN_CORE[$3]}") |"
+  }
+  crow "wshub, 3 nodes on NATS" wshub-nats wshub
+  crow "wshub, 3 nodes on Redis" wshub-redis wshub
+  crow "Socket.IO, 3 nodes, @socket.io/redis-adapter" sio-redis sio
+  crow "socketioxide, 3 nodes, socketioxide-redis" sioxide-redis sioxide
+  echo "| wshub on NATS / Socket.IO on Redis | $(ratio "${CLUSTER[wshub-nats]}" "${CLUSTER[sio-redis]}") | | $(ratio "${CLUSTER_CORE[wshub-nats]}" "${CLUSTER_CORE[sio-redis]}") | |"
   echo
   echo "At window 8 (above, as in the single-node table) neither wshub nor its cluster is saturated"
   echo "on this machine: the cluster leaves core 0 about 10 % idle and one node delivers more with a"
   echo "deeper window. Capacity against capacity: both at window $SAT_WINDOW, $CLUSTER_ROUNDS rounds"
   echo "alternating, medians (a single round moves the ratio by about ±0.15):"
   echo
-  echo "| window $SAT_WINDOW | delivered msgs/s (median) | each round |"
-  echo "|---|---|---|"
-  echo "| wshub, one node | $(median ${SAT_ALL[single]}) | $(echo ${SAT_ALL[single]} | sed 's/ /, /g') |"
-  echo "| wshub, 3 nodes on NATS | $(median ${SAT_ALL[nats]}) | $(echo ${SAT_ALL[nats]} | sed 's/ /, /g') |"
-  echo "| 3 nodes on NATS / one node | $(ratio "$(median ${SAT_ALL[nats]})" "$(median ${SAT_ALL[single]})") | |"
+  echo "| window $SAT_WINDOW | delivered msgs/s (median) | each round | deliveries/s per server core (median) | each round |"
+  echo "|---|---|---|---|---|"
+  echo "| wshub, one node | $(median ${SAT_ALL[single]}) | $(echo ${SAT_ALL[single]} | sed 's/ /, /g') | $(median ${SAT_CORE_ALL[single]}) | $(echo ${SAT_CORE_ALL[single]} | sed 's/ /, /g') |"
+  echo "| wshub, 3 nodes on NATS | $(median ${SAT_ALL[nats]}) | $(echo ${SAT_ALL[nats]} | sed 's/ /, /g') | $(median ${SAT_CORE_ALL[nats]}) | $(echo ${SAT_CORE_ALL[nats]} | sed 's/ /, /g') |"
+  echo "| 3 nodes on NATS / one node | $(ratio "$(median ${SAT_ALL[nats]})" "$(median ${SAT_ALL[single]})") | | $(ratio "$(median ${SAT_CORE_ALL[nats]})" "$(median ${SAT_CORE_ALL[single]})") | |"
   echo
   echo "## More connections than one process holds"
   echo

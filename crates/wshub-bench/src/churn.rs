@@ -19,8 +19,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::Target;
 use crate::token::Minter;
+use crate::{Target, server_cpu};
 
 pub(crate) struct ChurnArgs {
     pub(crate) target: Target,
@@ -33,26 +33,6 @@ pub(crate) struct ChurnArgs {
     pub(crate) max_connects: usize,
     /// The server process, whose CPU time is read before and after.
     pub(crate) server_pid: Option<u32>,
-}
-
-/// CPU time a process has used so far (user + system, all threads), from `/proc/<pid>/stat`.
-fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name (field 2) may hold spaces; the fields after its `)` are fixed.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("unexpected /proc/<pid>/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the `)`.
-    let ticks: u64 = fields
-        .get(11..13)
-        .context("short /proc/<pid>/stat")?
-        .iter()
-        .map(|f| f.parse::<u64>())
-        .sum::<Result<u64, _>>()?;
-    // Counted in USER_HZ, which the kernel fixes at 100 for what it reports to user space.
-    Ok(Duration::from_millis(ticks * 10))
 }
 
 /// Any 16 bytes, base64: the server checks the form, not uniqueness.
@@ -80,7 +60,7 @@ pub(crate) async fn churn(args: ChurnArgs) -> anyhow::Result<serde_json::Value> 
     );
     let tokens = Arc::new(tokens);
     let next = Arc::new(AtomicUsize::new(0));
-    let cpu_before = args.server_pid.map(cpu_time).transpose()?;
+    let meter = server_cpu::Meter::start(args.server_pid.as_slice())?;
     let started = Instant::now();
     let deadline = started + args.duration;
     let bar = crate::progress::counter("cycles");
@@ -129,17 +109,8 @@ pub(crate) async fn churn(args: ChurnArgs) -> anyhow::Result<serde_json::Value> 
     let elapsed = started.elapsed().as_secs_f64();
     let cycles = hist.len();
     // Server CPU per connection, and the connects/s a whole core of it would give.
-    let (server_cpu_us, server_core_capacity) = match (args.server_pid, cpu_before) {
-        (Some(pid), Some(before)) if cycles > 0 => {
-            let used = cpu_time(pid)?.saturating_sub(before).as_secs_f64() * 1e6;
-            let per_conn = used / cycles as f64;
-            (
-                Some((per_conn * 10.0).round() / 10.0),
-                (per_conn > 0.0).then(|| (1e6 / per_conn).round()),
-            )
-        }
-        _ => (None, None),
-    };
+    let used = meter.map(|m| m.used()).transpose()?;
+    let (server_cpu_us, server_core_capacity) = server_cpu::per_unit(used, cycles);
     Ok(json!({
         "scenario": "churn",
         "target": format!("{:?}", args.target).to_lowercase(),

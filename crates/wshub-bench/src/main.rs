@@ -14,7 +14,11 @@
 //! server started with `auth.enabled` requires. `fanout --rate R` runs open loop (R
 //! publications per second whatever the deliveries; latency counted from the scheduled send
 //! time) instead of closed loop; `fanout --also A,B` spreads the receivers over more servers
-//! (a cluster), the publisher staying on `--server`.
+//! (a cluster), the publisher staying on `--server`. `fanout --pid P1,P2,..` and `churn --pid P`
+//! also report the server processes' CPU time per delivery (per connect) and the rate one
+//! whole core of them would sustain (`server_cpu.rs`): on this 2-core machine the load
+//! generator's core is often what limits the rate, and then only that says what the server
+//! can do.
 //!
 //! `wshub` speaks the wshub protocol (`/ws`, rooms, `room_message`, `ping`); `bare` speaks the
 //! reference servers of `shared/bench-peers` (echo every frame; a frame starting with `B:` goes
@@ -43,6 +47,7 @@ mod churn;
 mod engineio;
 mod plot;
 mod progress;
+mod server_cpu;
 mod soak;
 mod token;
 
@@ -121,6 +126,11 @@ enum Scenario {
         /// Open loop: publish at this many publications per second (0 = closed loop).
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
+        /// The server's processes (a cluster's nodes and its broker): also report their CPU
+        /// time per delivery from the first publication to the last delivery, and so the
+        /// deliveries/s one whole core of them would sustain.
+        #[arg(long, value_delimiter = ',')]
+        pid: Vec<u32>,
     },
     /// Clients doing request/response round trips one at a time.
     Echo {
@@ -193,7 +203,8 @@ fn main() -> anyhow::Result<()> {
                     window,
                     size,
                     rate,
-                } => fanout(&common, n, messages, window, size, rate).await,
+                    pid,
+                } => fanout(&common, n, messages, window, size, rate, &pid).await,
                 Scenario::Echo {
                     common,
                     clients,
@@ -467,6 +478,7 @@ async fn fanout(
     window: u64,
     size: usize,
     rate: f64,
+    server_pids: &[u32],
 ) -> anyhow::Result<serde_json::Value> {
     let receivers = connect_many(common, n, "rx", Some("fan")).await?;
     let mut publisher = connect(common, "publisher").await?;
@@ -522,7 +534,10 @@ async fn fanout(
                     let _ = h.record(u64::from(latency));
                 }
             }
-            next
+            // The socket stays open until every receiver is done: one that closed as soon as
+            // it had its last message would put its disconnect (on a cluster, state store
+            // writes) into the others' fan-out and into the measured CPU.
+            (next, sink, stream)
         }));
     }
     let (sink, mut own) = publisher.split();
@@ -544,6 +559,8 @@ async fn fanout(
             }
         }
     });
+    // From here: the connects and joins before are not the fan-out's cost.
+    let meter = server_cpu::Meter::start(server_pids)?;
     let started = Instant::now();
     let started_us = now_micros();
     let bar = progress::bar(messages, "published");
@@ -576,10 +593,16 @@ async fn fanout(
     }
     bar.finish_and_clear();
     let mut total = 0u64;
+    let mut open = Vec::with_capacity(tasks.len());
     for t in tasks {
-        total += t.await?;
+        let (received, sink, stream) = t.await?;
+        total += received;
+        open.push((sink, stream));
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let used = meter.map(|m| m.used()).transpose()?;
+    drop(open);
+    let (cpu_per_delivery, per_core) = server_cpu::per_unit(used, total);
     drain.abort();
     let h = hist.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let expected = n as u64 * messages;
@@ -589,7 +612,8 @@ async fn fanout(
         "messages": messages, "window": window, "delivered": total, "expected": expected,
         "lost": expected.saturating_sub(total), "out_of_order_or_duplicate": lost_or_dup.load(Ordering::Relaxed),
         "elapsed_s": elapsed, "delivered_per_s": (total as f64 / elapsed).round(),
-        "p50_us": h.value_at_quantile(0.5), "p99_us": h.value_at_quantile(0.99), "max_us": h.max()}),
+        "p50_us": h.value_at_quantile(0.5), "p99_us": h.value_at_quantile(0.99), "max_us": h.max(),
+        "server_cpu_us_per_delivery": cpu_per_delivery, "server_deliveries_per_core_s": per_core}),
     )
 }
 

@@ -40,6 +40,8 @@ async fn start(config: wshub::Config) -> (wshub::RunningServer, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_and_echo_smoke_run_loses_nothing() {
     let (_running, server) = start(wshub::Config::default()).await;
+    // The server runs in this process: its CPU time is ours.
+    let pid = std::process::id().to_string();
     let result = tokio::task::spawn_blocking(move || {
         let fan = run(&[
             "fanout",
@@ -53,6 +55,8 @@ async fn fanout_and_echo_smoke_run_loses_nothing() {
             "4",
             "--timeout",
             "60",
+            "--pid",
+            &pid,
         ]);
         let echo = run(&[
             "echo",
@@ -73,6 +77,11 @@ async fn fanout_and_echo_smoke_run_loses_nothing() {
     assert_eq!(fan["delivered"], 200 * 50);
     assert_eq!(fan["lost"], 0);
     assert_eq!(fan["out_of_order_or_duplicate"], 0);
+    // Measured (10 ms ticks: a short run may count none, so no lower bound).
+    assert!(
+        fan["server_cpu_us_per_delivery"].as_f64().unwrap() >= 0.0,
+        "{fan}"
+    );
     assert_eq!(echo["round_trips"], 200.0);
 }
 
