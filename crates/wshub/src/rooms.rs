@@ -375,8 +375,9 @@ impl Node {
         });
     }
 
-    /// Removes what dead nodes held and announces their members gone. Returns whether this
-    /// node holds clients in the cluster state (`None` when the store could not say).
+    /// Removes what dead nodes held and announces their members gone, when this node is the
+    /// reaper. Returns whether this node holds clients in the cluster state (`None` when the
+    /// store could not say).
     async fn reap_dead_nodes(&self, ttl: Duration) -> Option<bool> {
         let state = self.state();
         let (Ok(live), Ok(holders)) = (state.nodes(ttl).await, state.nodes_with_state().await)
@@ -385,6 +386,9 @@ impl Node {
         };
         let me = self.hub.node_id().as_str();
         let holding = holders.iter().any(|n| n.as_str() == me);
+        if !is_reaper(me, &live) {
+            return Some(holding);
+        }
         for dead in holders
             .iter()
             .filter(|n| n.as_str() != me && !live.iter().any(|l| &l.node_id == *n))
@@ -483,6 +487,16 @@ impl Node {
     }
 }
 
+/// Whether `me` cleans up after dead nodes: the live node with the smallest id, so one node
+/// scans a dead node's records instead of every survivor racing the others for them (every
+/// node reads the same registry, so they agree but for a heartbeat's worth of skew; two
+/// reapers for a moment are harmless: the removals are conditional). Should the reaper die
+/// too, the next smallest takes over once it is past `node_ttl`. `me` counts even when its
+/// own heartbeat is missing from `live`.
+fn is_reaper(me: &str, live: &[NodeRecord]) -> bool {
+    live.iter().all(|n| n.node_id.as_str() >= me)
+}
+
 /// Whether the other nodes may have presumed this node dead before its heartbeat landed at
 /// `landed_ms`: the last one that had landed (stamped `last_stamp_ms`, which is what they
 /// compare with their clock) was then older than `ttl`. A heartbeat slow to land shows here,
@@ -504,5 +518,28 @@ mod tests {
         // stamp was 7 s old by then, and the others may have reaped us meanwhile.
         assert!(presumed_dead(100_000, 107_000, ttl));
         assert!(!presumed_dead(100_000, 106_000, ttl));
+    }
+
+    #[test]
+    fn the_live_node_with_the_smallest_id_reaps() {
+        let node = |id: &str| NodeRecord {
+            node_id: id.into(),
+            addr: String::new(),
+            version: String::new(),
+            clients: 0,
+            rooms: 0,
+            started_at_ms: 0,
+            heartbeat_at_ms: 0,
+        };
+        let live = [node("node-b"), node("node-a"), node("node-c")];
+        assert!(is_reaper("node-a", &live));
+        assert!(!is_reaper("node-b", &live));
+        assert!(!is_reaper("node-c", &live));
+        // node-a is gone: node-b takes over.
+        assert!(is_reaper("node-b", &live[..1]));
+        assert!(is_reaper("node-b", &[node("node-b"), node("node-c")]));
+        // Our own heartbeat missing from the registry does not make us the reaper of others.
+        assert!(!is_reaper("node-b", &[node("node-a")]));
+        assert!(is_reaper("node-b", &[]));
     }
 }

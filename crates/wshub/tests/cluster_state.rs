@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{Backend, Cluster, wait_connected};
+use common::cluster::{Backend, Cluster, metric, wait_connected};
 use common::{TestServer, WAIT, eventually};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -386,6 +386,68 @@ async fn reaped_node_restores_its_clients(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// One survivor cleans up after a dead node, the one with the smallest id, even when another
+/// checks more often (and, were every survivor to clean up, would nearly always be first).
+async fn one_node_reaps(backend: Backend) {
+    let cluster = Cluster::new(backend);
+    let start = |node: &str, heartbeat_ms: u64, ttl_ms: u64| {
+        let mut config = cluster.config(node);
+        config.cluster.heartbeat_interval = Duration::from_millis(heartbeat_ms);
+        config.cluster.node_ttl = Duration::from_millis(ttl_ms);
+        TestServer::start_with(
+            Server::builder()
+                .config(config)
+                .local_broker(cluster.local.clone()),
+        )
+    };
+    let a = start("node-a", 1_000, 3_000).await;
+    let b = start("node-b", 100, 3_000).await;
+    // Its heartbeats are 10 s apart: the others find it dead 3 s after the first.
+    let c = start("node-c", 10_000, 20_000).await;
+    wait_connected(&[&a, &b, &c]).await;
+    let c1 = c.client("c1").await;
+    c1.join_room("r").await.unwrap();
+    let seen = a.running.handle();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen
+        .cluster_members("r")
+        .await
+        .unwrap_or_default()
+        .contains(&"c1".to_owned())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node-c never reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // node-a cleans up at its next heartbeat; node-b, checking ten times as often, left it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric(&a, "wshub_dead_node_cleanups_total").await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node-a never cleaned up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&b, "wshub_dead_node_cleanups_total").await, 0);
+}
+
+#[tokio::test]
+async fn local_one_node_reaps() {
+    one_node_reaps(Backend::Local).await;
+}
+
+#[tokio::test]
+async fn nats_one_node_reaps() {
+    one_node_reaps(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn redis_one_node_reaps() {
+    one_node_reaps(Backend::Redis).await;
 }
 
 #[tokio::test]
