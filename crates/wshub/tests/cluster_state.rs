@@ -346,21 +346,31 @@ async fn redis_join_racing_the_last_leave_keeps_the_room() {
     join_racing_the_last_leave_keeps_the_room(Backend::Redis).await;
 }
 
+/// A node of `cluster` that heartbeats every `heartbeat_ms` and takes others for dead after
+/// `ttl_ms`.
+async fn with_heartbeat(
+    cluster: &Cluster,
+    node: &str,
+    heartbeat_ms: u64,
+    ttl_ms: u64,
+) -> TestServer {
+    let mut config = cluster.config(node);
+    config.cluster.heartbeat_interval = Duration::from_millis(heartbeat_ms);
+    config.cluster.node_ttl = Duration::from_millis(ttl_ms);
+    TestServer::start_with(
+        Server::builder()
+            .config(config)
+            .local_broker(cluster.local.clone()),
+    )
+    .await
+}
+
 /// A node presumed dead by another (here: the other's `node_ttl` is shorter than this node's
 /// heartbeat interval) while its own clock saw no silence: it finds its clients missing from
 /// the cluster state and writes them back.
 async fn reaped_node_restores_its_clients(backend: Backend) {
     let cluster = Cluster::new(backend);
-    let start = |node: &str, heartbeat_ms: u64, ttl_ms: u64| {
-        let mut config = cluster.config(node);
-        config.cluster.heartbeat_interval = Duration::from_millis(heartbeat_ms);
-        config.cluster.node_ttl = Duration::from_millis(ttl_ms);
-        TestServer::start_with(
-            Server::builder()
-                .config(config)
-                .local_broker(cluster.local.clone()),
-        )
-    };
+    let start = |node, heartbeat_ms, ttl_ms| with_heartbeat(&cluster, node, heartbeat_ms, ttl_ms);
     let reaper = start("node-a", 100, 300).await;
     let slow = start("node-b", 1000, 10_000).await;
     wait_connected(&[&reaper, &slow]).await;
@@ -392,16 +402,7 @@ async fn reaped_node_restores_its_clients(backend: Backend) {
 /// checks more often (and, were every survivor to clean up, would nearly always be first).
 async fn one_node_reaps(backend: Backend) {
     let cluster = Cluster::new(backend);
-    let start = |node: &str, heartbeat_ms: u64, ttl_ms: u64| {
-        let mut config = cluster.config(node);
-        config.cluster.heartbeat_interval = Duration::from_millis(heartbeat_ms);
-        config.cluster.node_ttl = Duration::from_millis(ttl_ms);
-        TestServer::start_with(
-            Server::builder()
-                .config(config)
-                .local_broker(cluster.local.clone()),
-        )
-    };
+    let start = |node, heartbeat_ms, ttl_ms| with_heartbeat(&cluster, node, heartbeat_ms, ttl_ms);
     let a = start("node-a", 1_000, 3_000).await;
     let b = start("node-b", 100, 3_000).await;
     // Its heartbeats are 10 s apart: the others find it dead 3 s after the first.

@@ -770,18 +770,22 @@ mod tests {
         }
     }
 
+    fn lobby(max_clients: u32, auto_created: bool) -> RoomRecord {
+        RoomRecord {
+            id: "lobby".into(),
+            name: "lobby".into(),
+            max_clients,
+            auto_created,
+        }
+    }
+
     /// The interleaving that a join into a live room, being one read, must still survive: the
     /// deletion marked the record and counted no members, then a join lands, then the
     /// deletion purges. The join cleared the mark, so the purge fails and the room stays.
     #[tokio::test]
     async fn a_join_between_the_member_count_and_the_purge_keeps_the_room() {
         let (_server, store) = store().await;
-        let room = RoomRecord {
-            id: "lobby".into(),
-            name: "lobby".into(),
-            max_clients: 0,
-            auto_created: true,
-        };
+        let room = lobby(0, true);
         assert_eq!(
             store.join(&room, member("first")).await.unwrap(),
             JoinOutcome::Joined
@@ -812,12 +816,7 @@ mod tests {
     #[tokio::test]
     async fn departed_clients_leave_no_keys_behind() {
         let (_server, store) = store().await;
-        let room = RoomRecord {
-            id: "lobby".into(),
-            name: "lobby".into(),
-            max_clients: 5,
-            auto_created: false,
-        };
+        let room = lobby(5, false);
         store.create_room(room.clone()).await.unwrap();
         for i in 0..3 {
             let id = format!("c{i}");
