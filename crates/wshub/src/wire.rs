@@ -26,9 +26,9 @@ pub(crate) fn text_frame_with<E>(
     buf.resize(MAX_HEADER, 0);
     write_payload(&mut buf)?;
     let payload_len = buf.len() - MAX_HEADER;
-    let header = header(OP_TEXT, payload_len);
-    let start = MAX_HEADER - header.len();
-    buf[start..MAX_HEADER].copy_from_slice(&header);
+    let (header, len) = header(OP_TEXT, payload_len);
+    let start = MAX_HEADER - len;
+    buf[start..MAX_HEADER].copy_from_slice(&header[..len]);
     Ok(Bytes::from(buf).slice(start..))
 }
 
@@ -53,22 +53,28 @@ pub(crate) fn envelope_frame<D: Serialize + ?Sized>(
 
 /// A control frame (ping, pong, close); `payload` must be at most 125 bytes.
 pub(crate) fn control_frame(opcode: u8, payload: &[u8]) -> Bytes {
-    let payload = &payload[..payload.len().min(125)];
-    let mut out = Vec::with_capacity(2 + payload.len());
-    out.extend_from_slice(&header(opcode, payload.len()));
-    out.extend_from_slice(payload);
+    control_frame_of(opcode, &[&payload[..payload.len().min(125)]])
+}
+
+/// A control frame whose payload is `parts` one after the other (at most 125 bytes in all).
+fn control_frame_of(opcode: u8, parts: &[&[u8]]) -> Bytes {
+    let payload_len = parts.iter().map(|p| p.len()).sum();
+    let (header, len) = header(opcode, payload_len);
+    let mut out = Vec::with_capacity(len + payload_len);
+    out.extend_from_slice(&header[..len]);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
     Bytes::from(out)
 }
 
 /// A close frame with `code` and `reason` (truncated to fit 125 bytes).
 pub(crate) fn close_frame(code: u16, reason: &str) -> Bytes {
-    let mut payload = code.to_be_bytes().to_vec();
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    payload.extend_from_slice(&reason.as_bytes()[..end]);
-    control_frame(OP_CLOSE, &payload)
+    control_frame_of(OP_CLOSE, &[&code.to_be_bytes(), &reason.as_bytes()[..end]])
 }
 
 /// The `message_type` of a frame built by [`envelope_frame`] (for metrics: read once per
@@ -94,19 +100,24 @@ pub(crate) fn frame_message_type(frame: &[u8]) -> Option<&str> {
     std::str::from_utf8(&tail[..end]).ok()
 }
 
-fn header(opcode: u8, len: usize) -> Vec<u8> {
-    let mut h = Vec::with_capacity(MAX_HEADER);
-    h.push(0x80 | opcode);
-    if len < 126 {
-        h.push(len as u8);
+/// A server frame's header (final, unmasked) for a payload of `len` bytes: the bytes, and how
+/// many of them are used. On the stack: every frame built would otherwise allocate it.
+fn header(opcode: u8, len: usize) -> ([u8; MAX_HEADER], usize) {
+    let mut h = [0; MAX_HEADER];
+    h[0] = 0x80 | opcode;
+    let used = if len < 126 {
+        h[1] = len as u8;
+        2
     } else if len <= 0xffff {
-        h.push(126);
-        h.extend_from_slice(&(len as u16).to_be_bytes());
+        h[1] = 126;
+        h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
     } else {
-        h.push(127);
-        h.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    h
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (h, used)
 }
 
 #[cfg(test)]

@@ -123,12 +123,7 @@ impl Outbound {
                     return Progress::Closing;
                 }
             }
-            let mut slices = [IoSlice::new(&[]); MAX_BATCH];
-            let pending = &self.batch[self.next..];
-            for (slot, frame) in slices.iter_mut().zip(pending) {
-                *slot = IoSlice::new(frame);
-            }
-            let n = pending.len().min(MAX_BATCH);
+            let (slices, n) = io_slices(&self.batch[self.next..]);
             match Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return self.fail(),
                 Poll::Ready(Ok(written)) => {
@@ -202,8 +197,7 @@ impl Outbound {
 async fn write_last(stream: &mut TcpStream, batch: &mut [Bytes]) -> std::io::Result<()> {
     let mut start = 0;
     while start < batch.len() {
-        let slices: Vec<IoSlice<'_>> = batch[start..].iter().map(|b| IoSlice::new(b)).collect();
-        let written = send_more(stream, &slices).await?;
+        let written = send_more(stream, &batch[start..]).await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
@@ -212,8 +206,19 @@ async fn write_last(stream: &mut TcpStream, batch: &mut [Bytes]) -> std::io::Res
     stream.shutdown().await
 }
 
-/// One vectored `sendmsg` with `MSG_MORE` (Linux; elsewhere a plain write).
-async fn send_more(stream: &TcpStream, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
+/// Up to [`MAX_BATCH`] frames as the slices of one vectored write, on the stack, and how many.
+fn io_slices(frames: &[Bytes]) -> ([IoSlice<'_>; MAX_BATCH], usize) {
+    let mut slices = [IoSlice::new(&[]); MAX_BATCH];
+    for (slot, frame) in slices.iter_mut().zip(frames) {
+        *slot = IoSlice::new(frame);
+    }
+    (slices, frames.len().min(MAX_BATCH))
+}
+
+/// One vectored `sendmsg` of (up to [`MAX_BATCH`] of) `frames` with `MSG_MORE` (Linux;
+/// elsewhere a plain write). The slices are built in each attempt, not kept across the wait
+/// for writability: that would put them in every closing connection's future.
+async fn send_more(stream: &TcpStream, frames: &[Bytes]) -> std::io::Result<usize> {
     #[cfg(target_os = "linux")]
     const FLAGS: libc::c_int = libc::MSG_MORE | libc::MSG_NOSIGNAL;
     #[cfg(not(target_os = "linux"))]
@@ -221,7 +226,8 @@ async fn send_more(stream: &TcpStream, slices: &[IoSlice<'_>]) -> std::io::Resul
     let socket = socket2::SockRef::from(stream);
     stream
         .async_io(tokio::io::Interest::WRITABLE, || {
-            socket.send_vectored_with_flags(slices, FLAGS)
+            let (slices, n) = io_slices(frames);
+            socket.send_vectored_with_flags(&slices[..n], FLAGS)
         })
         .await
 }
