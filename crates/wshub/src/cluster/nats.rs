@@ -59,6 +59,21 @@ impl std::ops::Deref for Bucket {
 }
 
 impl Bucket {
+    /// `key`'s value and revision, unless it is absent or deleted (a KV delete or purge
+    /// marker is an entry too).
+    async fn live(&self, key: &str) -> StoreResult<Option<Live>> {
+        Ok(self
+            .entry(key.to_owned())
+            .await
+            .map_err(other)?
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| Live {
+                key: key.to_owned(),
+                revision: e.revision,
+                value: e.value,
+            }))
+    }
+
     /// Removes `key`: its messages up to `revision` (all of them without one). A newer value
     /// written meanwhile stays, so with the revision read this is a compare-and-delete.
     ///
@@ -222,15 +237,7 @@ impl NatsStateStore {
     async fn entries(bucket: &Bucket, prefix: &str) -> StoreResult<Vec<Live>> {
         let mut out = Vec::new();
         for key in Self::keys(bucket, prefix).await? {
-            if let Some(e) = bucket.entry(key.clone()).await.map_err(other)?
-                && e.operation == kv::Operation::Put
-            {
-                out.push(Live {
-                    key,
-                    revision: e.revision,
-                    value: e.value,
-                });
-            }
+            out.extend(bucket.live(&key).await?);
         }
         Ok(out)
     }
@@ -272,13 +279,9 @@ impl NatsStateStore {
     /// `None` if there is nothing to delete (gone, not auto-created, or changed meanwhile).
     async fn mark_for_deletion(&self, id: &str) -> StoreResult<Option<(u64, StoredRoom)>> {
         let b = self.buckets().await?;
-        let key = format!("r.{}", enc(id));
-        let Some(entry) = b.rooms.entry(key.clone()).await.map_err(other)? else {
+        let Some(entry) = b.rooms.live(&format!("r.{}", enc(id))).await? else {
             return Ok(None);
         };
-        if entry.operation != kv::Operation::Put {
-            return Ok(None);
-        }
         let stored: StoredRoom = parse(&entry.value)?;
         if !stored.record.auto_created {
             return Ok(None);
@@ -288,7 +291,7 @@ impl NatsStateStore {
             ..stored.clone()
         };
         Ok(b.rooms
-            .update(key, bytes(&marked), entry.revision)
+            .update(entry.key, bytes(&marked), entry.revision)
             .await
             .ok()
             .map(|revision| (revision, stored)))
@@ -397,16 +400,12 @@ impl StateStore for NatsStateStore {
         let id = id.to_owned();
         Box::pin(self.timed(async move {
             let b = self.buckets().await?;
-            let key = format!("r.{}", enc(&id));
-            let Some(entry) = b.rooms.entry(key.clone()).await.map_err(other)? else {
+            let Some(entry) = b.rooms.live(&format!("r.{}", enc(&id))).await? else {
                 return Ok(None);
             };
-            if entry.operation != kv::Operation::Put {
-                return Ok(None);
-            }
             // Only one deleter wins the revision check.
             if b.rooms
-                .purge_expect_revision(key, Some(entry.revision))
+                .purge_expect_revision(entry.key, Some(entry.revision))
                 .await
                 .is_err()
             {
@@ -499,8 +498,8 @@ impl StateStore for NatsStateStore {
             // on that key, and 10,000 at once timed out.)
             let room_key = format!("r.{room_enc}");
             loop {
-                match b.rooms.entry(room_key.clone()).await.map_err(other)? {
-                    Some(e) if e.operation == kv::Operation::Put => {
+                match b.rooms.live(&room_key).await? {
+                    Some(e) => {
                         let stored: StoredRoom = parse(&e.value)?;
                         if !stored.deleting {
                             break;
@@ -517,7 +516,7 @@ impl StateStore for NatsStateStore {
                             break;
                         }
                     }
-                    _ => {
+                    None => {
                         if b.rooms.create(room_key.clone(), bytes(room)).await.is_ok() {
                             break;
                         }
@@ -534,12 +533,9 @@ impl StateStore for NatsStateStore {
             let b = self.buckets().await?;
             let room_enc = enc(&room);
             let key = format!("m.{room_enc}.{}", enc(&client));
-            let Some(entry) = b.members.entry(key.clone()).await.map_err(other)? else {
+            let Some(entry) = b.members.live(&key).await? else {
                 return Ok(false);
             };
-            if entry.operation != kv::Operation::Put {
-                return Ok(false);
-            }
             let m: Membership = parse(&entry.value)?;
             if m.member.node_id != node {
                 return Ok(false);
@@ -606,8 +602,7 @@ impl StateStore for NatsStateStore {
         Box::pin(self.timed(async move {
             let b = self.buckets().await?;
             let key = format!("c.{}", enc(&client));
-            if let Some(entry) = b.clients.entry(key.clone()).await.map_err(other)?
-                && entry.operation == kv::Operation::Put
+            if let Some(entry) = b.clients.live(&key).await?
                 && entry.value.as_ref() == node.as_bytes()
             {
                 // Compare-and-delete: a newer registration elsewhere is kept.
