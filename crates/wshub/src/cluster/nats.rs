@@ -322,6 +322,32 @@ impl NatsStateStore {
             .is_ok())
     }
 
+    /// Purges a room's record, read as `seen`; false if another deletion got there first.
+    ///
+    /// Only one deleter wins the revision check. A revision that moved on without a deletion
+    /// is no reason to give up, though: an empty-room check on another node marks and unmarks
+    /// the record, and a join clears a mark, while the room stays. Then the record is read
+    /// again and the purge retried (the caller's time limit bounds the retries).
+    async fn purge_room(&self, mut seen: Live) -> StoreResult<bool> {
+        let b = self.buckets().await?;
+        loop {
+            match b
+                .rooms
+                .purge_expect_revision(&seen.key, Some(seen.revision))
+                .await
+            {
+                Ok(()) => return Ok(true),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    match b.rooms.live(&seen.key).await? {
+                        Some(now) => seen = now,
+                        None => return Ok(false),
+                    }
+                }
+                Err(e) => return Err(other(e)),
+            }
+        }
+    }
+
     /// Removes a membership as read (a newer one under the same key stays), and its slot.
     async fn drop_membership(
         &self,
@@ -403,12 +429,7 @@ impl StateStore for NatsStateStore {
             let Some(entry) = b.rooms.live(&format!("r.{}", enc(&id))).await? else {
                 return Ok(None);
             };
-            // Only one deleter wins the revision check.
-            if b.rooms
-                .purge_expect_revision(entry.key, Some(entry.revision))
-                .await
-                .is_err()
-            {
+            if !self.purge_room(entry).await? {
                 return Ok(None);
             }
             let mut members = Vec::new();
@@ -803,6 +824,30 @@ mod tests {
         store.leave("lobby", "second", "node-a").await.unwrap();
         assert!(store.delete_room_if_empty("lobby").await.unwrap());
         assert_eq!(store.room("lobby").await.unwrap(), None);
+    }
+
+    /// An explicit deletion that read the record just before an empty-room check on another
+    /// node marked it (and took the mark back, the room not being empty) still deletes it:
+    /// the revision moved on, the room did not go.
+    #[tokio::test]
+    async fn a_deletion_survives_an_empty_room_check_in_between() {
+        let (_server, store) = store().await;
+        let room = lobby(0, true);
+        store.create_room(room.clone()).await.unwrap();
+        store.join(&room, member("a1")).await.unwrap();
+        let b = store.buckets().await.unwrap();
+        let seen = b.rooms.live(&format!("r.{}", enc("lobby"))).await.unwrap();
+
+        assert!(!store.delete_room_if_empty("lobby").await.unwrap());
+        assert_eq!(store.room("lobby").await.unwrap(), Some(room.clone()));
+        assert!(store.purge_room(seen.unwrap()).await.unwrap());
+        assert_eq!(store.room("lobby").await.unwrap(), None);
+
+        // A deletion that really lost the race says so.
+        store.create_room(room.clone()).await.unwrap();
+        let seen = b.rooms.live(&format!("r.{}", enc("lobby"))).await.unwrap();
+        assert!(store.delete_room("lobby").await.unwrap().is_some());
+        assert!(!store.purge_room(seen.unwrap()).await.unwrap());
     }
 
     /// Clients that come and go leave nothing behind: no membership, slot or client record,
