@@ -46,9 +46,12 @@ impl Server {
     }
 }
 
-/// The `wshub` binary: `WSHUB_BIN` when set, else built here with this test's profile. It is
-/// another package's binary, which cargo builds for wshub's own tests but not for this crate's
-/// (`cargo test -p wshub-bench`); the build is a no-op when it is fresh.
+/// The `wshub` binary: `WSHUB_BIN` when set (`scripts/test.sh` sets it to the one the
+/// workspace's test build made), else built here with this test's profile. It is another
+/// package's binary, which cargo builds for wshub's own tests but not for this crate's
+/// (`cargo test -p wshub-bench`). That build is not a no-op after a workspace build: this
+/// package alone unifies features differently, so it rebuilds wshub and replaces the binary
+/// that wshub's tests may be starting at that moment.
 fn wshub_binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("WSHUB_BIN") {
         return bin.into();
