@@ -170,6 +170,11 @@ pub struct HistoryConfig {
     /// Publications older than this are dropped. Default 10 min.
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
+    /// How often a cluster node compares, for each room it has members in, the room's latest
+    /// offset in the history with the latest it delivered, and delivers from the history what
+    /// never arrived live and was still missing one check later. 0 turns it off. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub position_check: Duration,
 }
 
 impl Default for HistoryConfig {
@@ -177,6 +182,7 @@ impl Default for HistoryConfig {
         HistoryConfig {
             size: 0,
             ttl: Duration::from_secs(600),
+            position_check: Duration::from_secs(10),
         }
     }
 }

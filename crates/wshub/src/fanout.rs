@@ -286,6 +286,7 @@ impl Node {
             }
         });
         self.join_state().await;
+        self.start_position_check();
         Ok(())
     }
 

@@ -34,6 +34,7 @@ pub mod ids;
 mod limits;
 mod metrics;
 mod node;
+mod position_check;
 mod reload;
 mod rooms;
 pub mod sdk;

@@ -114,6 +114,7 @@ pub(crate) struct Metrics {
     pub(crate) room_members: IntGauge,
     history_latency: [Histogram; 2],
     history_errors: IntCounter,
+    pub(crate) history_redelivered: IntCounter,
     pub(crate) bus: BusMetrics,
     pub(crate) webhooks: WebhookMetrics,
     /// Indexed like `Limit::ALL`.
@@ -315,6 +316,10 @@ impl Metrics {
             history_errors: r.counter(
                 "wshub_history_errors_total",
                 "History store operations that failed.",
+            ),
+            history_redelivered: r.counter(
+                "wshub_history_redelivered_total",
+                "Publications this node delivered from the history because they never arrived live (rooms.history.position_check).",
             ),
             bus: BusMetrics {
                 published: r.counter("wshub_bus_published_total", "Messages published to the bus."),

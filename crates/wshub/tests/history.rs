@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{Backend, Cluster, wait_connected};
+use common::cluster::{Backend, Cluster, metric, wait_connected};
 use common::history::{collect, publish_n};
 use common::{TestServer, WAIT};
 use serde_json::{Value, json};
@@ -297,4 +297,82 @@ async fn recovery_on_another_node_of_an_in_process_cluster() {
         .map(|(i, _)| *i)
         .collect();
     assert_eq!(got, (10..30).collect::<Vec<u64>>());
+}
+
+/// A publication lost on its way to another node, the last before the room goes quiet: no
+/// later one shows the gap to that node's members, so the node's position check delivers it
+/// from the history, once, and not to its sender (who moved to that node meanwhile). With the
+/// check off it never arrives there.
+#[tokio::test]
+async fn a_lost_last_publication_is_delivered_by_the_position_check() {
+    for check in [Duration::from_millis(200), Duration::ZERO] {
+        let cluster = Cluster::new(Backend::Local);
+        let start = |node: &str| {
+            let mut config = cluster.config(node);
+            config.rooms.history.size = 100;
+            config.rooms.history.position_check = check;
+            TestServer::start_with(
+                Server::builder()
+                    .config(config)
+                    .local_broker(cluster.local.clone()),
+            )
+        };
+        let a = start("pc-a").await;
+        let b = start("pc-b").await;
+        wait_connected(&[&a, &b]).await;
+        let publisher = a.client("pub").await;
+        publisher.join_room("r").await.unwrap();
+        let mut near = a.client("near").await;
+        near.join_room("r").await.unwrap();
+        let mut far = b.client("far").await;
+        far.join_room("r").await.unwrap();
+        let send =
+            |n: u64| publisher.request("room_message", json!({"room_id": "r", "content": n}));
+        send(1).await.unwrap();
+        for member in [&mut near, &mut far] {
+            let m = member.expect("room_message", WAIT).await.unwrap();
+            assert_eq!(m.data["offset"], 1);
+        }
+
+        cluster.local.lose_publications(true);
+        assert_eq!(send(2).await.unwrap().data["offset"], 2);
+        cluster.local.lose_publications(false);
+        // The publisher's node delivered it to its own members.
+        let m = near.expect("room_message", WAIT).await.unwrap();
+        assert_eq!(
+            (m.data["content"].as_u64(), m.data["offset"].as_u64()),
+            (Some(2), Some(2))
+        );
+        drop(publisher);
+        let mut moved = b.client("pub").await;
+        moved.join_room("r").await.unwrap();
+
+        if check.is_zero() {
+            assert!(
+                far.expect("room_message", Duration::from_millis(1500))
+                    .await
+                    .is_err(),
+                "without the position check the lost publication must not arrive"
+            );
+            assert_eq!(metric(&b, "wshub_history_redelivered_total").await, 0);
+            continue;
+        }
+        let m = far.expect("room_message", WAIT).await.unwrap();
+        assert_eq!(m.data["content"], 2);
+        assert_eq!(m.data["offset"], 2);
+        assert_eq!(m.data["sender_id"], "pub");
+        // Once, to the members that missed it only.
+        for member in [&mut far, &mut near, &mut moved] {
+            assert!(
+                member
+                    .expect("room_message", Duration::from_millis(700))
+                    .await
+                    .is_err(),
+                "{} got a room_message it should not",
+                member.client_id()
+            );
+        }
+        assert_eq!(metric(&b, "wshub_history_redelivered_total").await, 1);
+        assert_eq!(metric(&a, "wshub_history_redelivered_total").await, 0);
+    }
 }

@@ -3,7 +3,7 @@
 //! in-process cluster tests); a node alone on its broker is a single node.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use super::{Bus, BusError, BusState, Inbound, InboundSender};
 pub struct LocalBroker {
     subscribers: Mutex<HashMap<String, Vec<(u64, InboundSender)>>>,
     next_id: AtomicU64,
+    losing: AtomicBool,
     pub(crate) state: Arc<crate::cluster::MemoryStateStore>,
     pub(crate) history: std::sync::OnceLock<Arc<crate::history::MemoryHistory>>,
 }
@@ -24,6 +25,13 @@ pub struct LocalBroker {
 impl LocalBroker {
     pub fn new() -> Arc<LocalBroker> {
         Arc::new(LocalBroker::default())
+    }
+
+    /// Fault injection for tests of an in-process cluster: while on, every publication is
+    /// lost on its way to the other nodes, as a broker outage would lose it (publishers are
+    /// not told, and each node still delivers to its own members).
+    pub fn lose_publications(&self, on: bool) {
+        self.losing.store(on, Ordering::Relaxed);
     }
 }
 
@@ -61,6 +69,9 @@ impl Bus for LocalBus {
         payload: Bytes,
         _durable: Option<String>,
     ) -> BoxFuture<'_, Result<(), BusError>> {
+        if self.broker.losing.load(Ordering::Relaxed) {
+            return Box::pin(async { Ok(()) });
+        }
         // Every other bus subscribed to the subject; the publisher delivered locally itself.
         let targets: Vec<InboundSender> = self
             .broker

@@ -361,6 +361,31 @@ impl Hub {
             .collect())
     }
 
+    // ---- history positions ----
+
+    /// Rooms with members here and the highest offset delivered in each.
+    pub(crate) fn delivered_offsets(&self) -> Vec<(RoomId, u64)> {
+        self.rooms
+            .iter()
+            .filter(|r| r.member_count() > 0)
+            .map(|r| (r.key().clone(), r.delivered()))
+            .collect()
+    }
+
+    /// Records that a room's publications up to `offset` need no (more) delivery here.
+    pub(crate) fn mark_delivered(&self, room_id: &str, offset: u64) {
+        if let Some(room) = self.rooms.get(room_id) {
+            room.mark_delivered(offset);
+        }
+    }
+
+    /// A member joined a room whose latest offset was `latest`: see [`Room::start_position`].
+    pub(crate) fn start_position(&self, room_id: &str, latest: u64) {
+        if let Some(room) = self.rooms.get(room_id) {
+            room.start_position(latest);
+        }
+    }
+
     // ---- fan-out ----
 
     /// Whether any connection on this node is in the room (the node then needs the room's
@@ -384,6 +409,9 @@ impl Hub {
             .get(room_id)
             .map(|r| r.value().clone())
             .ok_or(HubError::RoomNotFound)?;
+        if let Some(offset) = offset {
+            room.mark_delivered(offset);
+        }
         let mut delivery = Delivery::default();
         if let Ok(members) = room.members.read() {
             for conn in members.values() {

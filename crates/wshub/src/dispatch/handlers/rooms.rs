@@ -67,6 +67,9 @@ pub(super) async fn join(
         };
         joined.epoch = Some(epoch);
         joined.offset = Some(latest);
+        // What was published before the room's first member here is not this node's to
+        // deliver (a `since` replays it per connection): the position check starts there.
+        node.hub.start_position(room.as_str(), latest);
         if let Some(since) = req.since {
             let started = std::time::Instant::now();
             let recovered = history
