@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::history::{HistoryStore, Position};
 use crate::hub::Exclude;
@@ -33,34 +34,59 @@ use crate::node::Node;
 /// Most publications read from the history at once while delivering a room's missing tail.
 const READ_PAGE: u64 = 1000;
 
-/// The latest offset each room had at the previous check, for rooms that were behind then.
+/// Rooms that were behind: the latest offset seen then, and when.
 #[derive(Default)]
 struct Behind {
-    rooms: HashMap<RoomId, u64>,
+    rooms: HashMap<RoomId, (u64, Instant)>,
 }
 
 impl Behind {
     /// The offsets to deliver from the history, `(after, through]`: those that were already
-    /// published at the previous check and have still not been delivered.
-    fn judge(&mut self, room: &RoomId, delivered: u64, latest: u64) -> Option<(u64, u64)> {
+    /// published at least `grace` ago and have still not been delivered.
+    fn judge(
+        &mut self,
+        room: &RoomId,
+        delivered: u64,
+        latest: u64,
+        now: Instant,
+        grace: Duration,
+    ) -> Option<(u64, u64)> {
         if latest <= delivered {
             self.rooms.remove(room);
             return None;
         }
-        match self.rooms.insert(room.clone(), latest) {
-            Some(before) if before > delivered => Some((delivered, before.min(latest))),
-            _ => None,
+        match self.rooms.get(room).copied() {
+            Some((before, seen)) if before > delivered => {
+                if now.duration_since(seen) < grace {
+                    return None;
+                }
+                if latest > before {
+                    // The newer ones get their own grace.
+                    self.rooms.insert(room.clone(), (latest, now));
+                }
+                Some((delivered, before.min(latest)))
+            }
+            _ => {
+                self.rooms.insert(room.clone(), (latest, now));
+                None
+            }
         }
     }
 
+    fn forget(&mut self, room: &RoomId) {
+        self.rooms.remove(room);
+    }
+
     /// Forgets rooms this node no longer has members in.
-    fn retain(&mut self, rooms: &[(RoomId, u64)]) {
-        self.rooms
-            .retain(|room, _| rooms.iter().any(|(r, _)| r == room));
+    fn retain(&mut self, rooms: &[RoomId]) {
+        self.rooms.retain(|room, _| rooms.contains(room));
     }
 }
 
-/// `sender_id` of a stored publication's `data`, which live delivery skipped.
+/// `sender_id` of a stored publication's `data`, which live delivery skipped. (A publication
+/// made through the admin API or the SDK names a sender but skipped nobody live; a client
+/// whose id is that name does not get it from here. The SDKs' gap filling skips by the same
+/// field.)
 fn sender_of(data: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Sender {
@@ -88,18 +114,22 @@ impl Node {
                     _ = node.shutdown.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                node.check_positions(&mut behind).await;
+                // A pass can wait on a slow history: shutdown does not wait for it.
+                tokio::select! {
+                    _ = node.shutdown.cancelled() => break,
+                    _ = node.check_positions(&mut behind, every) => {}
+                }
             }
         });
     }
 
-    async fn check_positions(&self, behind: &mut Behind) {
+    async fn check_positions(&self, behind: &mut Behind, grace: Duration) {
         let Some(history) = self.history_for_rooms() else {
             return;
         };
-        let rooms = self.hub.delivered_offsets();
+        let rooms = self.hub.rooms_with_members();
         behind.retain(&rooms);
-        for (room, delivered) in rooms {
+        for room in rooms {
             let latest = match history.latest(room.as_str()).await {
                 Ok(position) => position.offset,
                 Err(e) => {
@@ -107,14 +137,24 @@ impl Node {
                     continue;
                 }
             };
-            if let Some((after, through)) = behind.judge(&room, delivered, latest) {
+            // Read after `latest`: whatever arrived while it was read counts.
+            let Some(delivered) = self.hub.delivered(room.as_str()) else {
+                // A room whose join set no start (an SDK join, a failed history read, or a
+                // join still under way): it starts here, with nothing owed from before.
+                self.hub.start_position(room.as_str(), latest);
+                behind.forget(&room);
+                continue;
+            };
+            if let Some((after, through)) =
+                behind.judge(&room, delivered, latest, Instant::now(), grace)
+            {
                 self.deliver_missed(history, &room, after, through).await;
             }
         }
     }
 
     /// Delivers the room's publications `(after, through]` from the history to its members
-    /// here.
+    /// here, but those that arrived live meanwhile.
     async fn deliver_missed(
         &self,
         history: &dyn HistoryStore,
@@ -125,7 +165,7 @@ impl Node {
         let mut next = after;
         let mut delivered = 0u64;
         while next < through {
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let read = history
                 .read(
                     room.as_str(),
@@ -145,6 +185,16 @@ impl Node {
             };
             let before = next;
             for p in publications.iter().filter(|p| p.offset <= through) {
+                next = p.offset;
+                // Arrived live while the history was read (then newer ones did too: what is
+                // left below is the clients' to fill, as a gap).
+                if self
+                    .hub
+                    .delivered(room.as_str())
+                    .is_none_or(|d| d >= p.offset)
+                {
+                    continue;
+                }
                 let position = Position {
                     offset: p.offset,
                     epoch: epoch.clone(),
@@ -160,10 +210,9 @@ impl Node {
                     Some(p.offset),
                 ) {
                     self.hub.metrics.fanned_out(d.queued, None);
+                    self.hub.metrics.history_redelivered.inc();
+                    delivered += 1;
                 }
-                self.hub.metrics.history_redelivered.inc();
-                delivered += 1;
-                next = p.offset;
             }
             if next == before {
                 // Nothing newer left in the history (trimmed meanwhile): nothing to deliver.
@@ -186,39 +235,50 @@ impl Node {
 mod tests {
     use super::*;
 
+    const GRACE: Duration = Duration::from_secs(10);
+
     #[test]
-    fn a_room_is_caught_up_only_with_what_was_missing_a_check_ago() {
+    fn a_room_is_caught_up_only_with_what_was_missing_a_grace_ago() {
         let mut behind = Behind::default();
-        let room = RoomId::from("r".to_owned());
+        let room = RoomId::from("r");
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
         // Up to date.
-        assert_eq!(behind.judge(&room, 5, 5), None);
-        // Behind: maybe in flight, so wait a check.
-        assert_eq!(behind.judge(&room, 5, 7), None);
+        assert_eq!(behind.judge(&room, 5, 5, at(0), GRACE), None);
+        // Behind: maybe in flight, so wait.
+        assert_eq!(behind.judge(&room, 5, 7, at(0), GRACE), None);
         // Arrived meanwhile: nothing to do, and forgotten.
-        assert_eq!(behind.judge(&room, 7, 7), None);
-        assert_eq!(behind.judge(&room, 7, 8), None);
-        // Still missing a check later: deliver what was missing then (8), not what is newer.
-        assert_eq!(behind.judge(&room, 7, 9), Some((7, 8)));
-        // 9 was newer: it gets its own check.
-        assert_eq!(behind.judge(&room, 8, 9), Some((8, 9)));
-        assert_eq!(behind.judge(&room, 9, 9), None);
+        assert_eq!(behind.judge(&room, 7, 7, at(10), GRACE), None);
+        assert_eq!(behind.judge(&room, 7, 8, at(20), GRACE), None);
+        // A pass that comes too soon (the one before ran long) waits for the grace.
+        assert_eq!(behind.judge(&room, 7, 9, at(21), GRACE), None);
+        // Still missing a grace later: deliver what was missing then (8), not what is newer.
+        assert_eq!(behind.judge(&room, 7, 9, at(30), GRACE), Some((7, 8)));
+        // 9 was newer: it gets its own grace.
+        assert_eq!(behind.judge(&room, 8, 9, at(35), GRACE), None);
+        assert_eq!(behind.judge(&room, 8, 9, at(40), GRACE), Some((8, 9)));
+        assert_eq!(behind.judge(&room, 9, 9, at(50), GRACE), None);
         // Half arrived: only the rest.
-        assert_eq!(behind.judge(&room, 9, 12), None);
-        assert_eq!(behind.judge(&room, 10, 12), Some((10, 12)));
+        assert_eq!(behind.judge(&room, 9, 12, at(60), GRACE), None);
+        assert_eq!(behind.judge(&room, 10, 12, at(70), GRACE), Some((10, 12)));
         // A history that was reset (lower offsets) is never "behind".
-        assert_eq!(behind.judge(&room, 12, 3), None);
-        assert_eq!(behind.judge(&room, 12, 3), None);
+        assert_eq!(behind.judge(&room, 12, 3, at(80), GRACE), None);
+        assert_eq!(behind.judge(&room, 12, 3, at(90), GRACE), None);
     }
 
     #[test]
     fn rooms_without_members_are_forgotten() {
         let mut behind = Behind::default();
-        let (a, b) = (RoomId::from("a".to_owned()), RoomId::from("b".to_owned()));
-        behind.judge(&a, 1, 2);
-        behind.judge(&b, 1, 2);
-        behind.retain(&[(b.clone(), 1)]);
-        assert_eq!(behind.judge(&a, 1, 2), None);
-        assert_eq!(behind.judge(&b, 1, 2), Some((1, 2)));
+        let (a, b) = (RoomId::from("a"), RoomId::from("b"));
+        let t0 = Instant::now();
+        let later = t0 + GRACE;
+        behind.judge(&a, 1, 2, t0, GRACE);
+        behind.judge(&b, 1, 2, t0, GRACE);
+        behind.retain(std::slice::from_ref(&b));
+        assert_eq!(behind.judge(&a, 1, 2, later, GRACE), None);
+        assert_eq!(behind.judge(&b, 1, 2, later, GRACE), Some((1, 2)));
+        behind.forget(&b);
+        assert_eq!(behind.judge(&b, 1, 2, later, GRACE), None);
     }
 
     #[test]

@@ -363,13 +363,21 @@ impl Hub {
 
     // ---- history positions ----
 
-    /// Rooms with members here and the highest offset delivered in each.
-    pub(crate) fn delivered_offsets(&self) -> Vec<(RoomId, u64)> {
+    /// Rooms with members here.
+    pub(crate) fn rooms_with_members(&self) -> Vec<RoomId> {
         self.rooms
             .iter()
             .filter(|r| r.member_count() > 0)
-            .map(|r| (r.key().clone(), r.delivered()))
+            .map(|r| r.key().clone())
             .collect()
+    }
+
+    /// The highest offset delivered in a room here, `None` before its position started
+    /// (see [`Room::start_position`]) or when the room has no members here.
+    pub(crate) fn delivered(&self, room_id: &str) -> Option<u64> {
+        self.rooms
+            .get(room_id)
+            .and_then(|r| r.position_started().then(|| r.delivered()))
     }
 
     /// Records that a room's publications up to `offset` need no (more) delivery here.

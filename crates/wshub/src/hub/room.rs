@@ -48,6 +48,10 @@ impl Room {
         }
     }
 
+    pub(crate) fn position_started(&self) -> bool {
+        self.position_started.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
     }
