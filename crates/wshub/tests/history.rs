@@ -255,21 +255,33 @@ async fn idempotent_publish_is_applied_once() {
     );
 }
 
-#[tokio::test]
-async fn recovery_on_another_node_of_an_in_process_cluster() {
-    let cluster = Cluster::new(Backend::Local);
+/// Two connected nodes of an in-process cluster, configured by `configure`.
+async fn two_nodes(
+    cluster: &Cluster,
+    names: [&str; 2],
+    configure: impl Fn(&mut Config),
+) -> [TestServer; 2] {
     let start = |node: &str| {
         let mut config = cluster.config(node);
-        config.rooms.history.size = 1000;
+        configure(&mut config);
         TestServer::start_with(
             Server::builder()
                 .config(config)
                 .local_broker(cluster.local.clone()),
         )
     };
-    let a = start("node-a").await;
-    let b = start("node-b").await;
-    wait_connected(&[&a, &b]).await;
+    let nodes = [start(names[0]).await, start(names[1]).await];
+    wait_connected(&[&nodes[0], &nodes[1]]).await;
+    nodes
+}
+
+#[tokio::test]
+async fn recovery_on_another_node_of_an_in_process_cluster() {
+    let cluster = Cluster::new(Backend::Local);
+    let [a, b] = two_nodes(&cluster, ["node-a", "node-b"], |c| {
+        c.rooms.history.size = 1000;
+    })
+    .await;
     let publisher = a.client("pub").await;
     publisher.join_room("x").await.unwrap();
     let mut sub = a.client("sub").await;
@@ -307,19 +319,11 @@ async fn recovery_on_another_node_of_an_in_process_cluster() {
 async fn a_lost_last_publication_is_delivered_by_the_position_check() {
     for check in [Duration::from_secs(1), Duration::ZERO] {
         let cluster = Cluster::new(Backend::Local);
-        let start = |node: &str| {
-            let mut config = cluster.config(node);
-            config.rooms.history.size = 100;
-            config.rooms.history.position_check = check;
-            TestServer::start_with(
-                Server::builder()
-                    .config(config)
-                    .local_broker(cluster.local.clone()),
-            )
-        };
-        let a = start("pc-a").await;
-        let b = start("pc-b").await;
-        wait_connected(&[&a, &b]).await;
+        let [a, b] = two_nodes(&cluster, ["pc-a", "pc-b"], |c| {
+            c.rooms.history.size = 100;
+            c.rooms.history.position_check = check;
+        })
+        .await;
         let publisher = a.client("pub").await;
         publisher.join_room("r").await.unwrap();
         let mut near = a.client("near").await;
