@@ -172,7 +172,8 @@ pub struct HistoryConfig {
     pub ttl: Duration,
     /// How often a cluster node compares, for each room it has members in, the room's latest
     /// offset in the history with the latest it delivered, and delivers from the history what
-    /// never arrived live and was still missing one check later. 0 turns it off. Default 10 s.
+    /// never arrived live and was still missing an interval later. 0 turns it off. Default
+    /// 10 s. See docs/history.md.
     #[serde(with = "humantime_serde")]
     pub position_check: Duration,
 }

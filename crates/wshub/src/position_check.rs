@@ -10,9 +10,9 @@
 //!
 //! So every `rooms.history.position_check`, a cluster node asks the history for the latest
 //! offset of each room it has members in, and compares it with the highest offset it
-//! delivered there (or that was already published when a member joined). A difference that
-//! is still there one check later (a publication can be on its way over the bus) is
-//! delivered from the history to the room's members on this node, in order, each one skipping
+//! delivered there (or that was already published when its first member here joined). A
+//! difference that is still there at a check at least one interval later (a publication can
+//! be on its way over the bus) is delivered from the history to the room's members on this node, in order, each one skipping
 //! its sender as live delivery does. Clients drop what they already have by offset, so a
 //! publication that was only late is not shown twice by a client that tracks offsets.
 //!
