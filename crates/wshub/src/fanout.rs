@@ -475,7 +475,7 @@ impl Node {
     }
 
     /// Local fan-out of a room frame, counted and traced (`deliver` span).
-    fn deliver_room(
+    pub(crate) fn deliver_room(
         &self,
         room: &str,
         frame: &Bytes,

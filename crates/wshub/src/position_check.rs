@@ -203,13 +203,16 @@ impl Node {
                     continue;
                 };
                 let sender = sender_of(&p.data).unwrap_or_default();
-                if let Ok(d) = self.hub.publish_room(
-                    room.as_str(),
-                    &frame,
-                    Exclude::Client(&sender),
-                    Some(p.offset),
-                ) {
-                    self.hub.metrics.fanned_out(d.queued, None);
+                if self
+                    .deliver_room(
+                        room.as_str(),
+                        &frame,
+                        Exclude::Client(&sender),
+                        Some(p.offset),
+                        None,
+                    )
+                    .is_ok()
+                {
                     self.hub.metrics.history_redelivered.inc();
                     delivered += 1;
                 }
