@@ -224,6 +224,10 @@ impl Node {
         }
         // Publications the history no longer holds are not looked for again.
         self.hub.mark_delivered(room.as_str(), through);
+        if delivered == 0 {
+            // All of them arrived live while they were read, or had left the history.
+            return;
+        }
         tracing::warn!(
             room_id = %room,
             after,
