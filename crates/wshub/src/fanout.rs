@@ -416,6 +416,25 @@ impl Node {
         })
     }
 
+    /// Up to `limit` stored publications of a room after `offset`, timed and counted as a
+    /// history read.
+    pub(crate) async fn read_history(
+        &self,
+        history: &dyn crate::history::HistoryStore,
+        room: &str,
+        offset: Option<u64>,
+        limit: usize,
+    ) -> Result<(String, Vec<crate::history::Publication>), crate::history::HistoryError> {
+        let started = Instant::now();
+        let read = history.read(room, offset, limit).await;
+        self.hub.metrics.history(
+            crate::metrics::HistoryOp::Read,
+            started.elapsed(),
+            read.is_ok(),
+        );
+        read
+    }
+
     /// The frame of a stored publication, with its position in `data`.
     pub(crate) fn history_frame(
         &self,

@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 use crate::history::{HistoryStore, Position};
 use crate::hub::Exclude;
 use crate::ids::RoomId;
-use crate::metrics::HistoryOp;
 use crate::node::Node;
 
 /// Most publications read from the history at once while delivering a room's missing tail.
@@ -165,17 +164,14 @@ impl Node {
         let mut next = after;
         let mut delivered = 0u64;
         while next < through {
-            let started = Instant::now();
-            let read = history
-                .read(
+            let read = self
+                .read_history(
+                    history,
                     room.as_str(),
                     Some(next),
                     (through - next).min(READ_PAGE) as usize,
                 )
                 .await;
-            self.hub
-                .metrics
-                .history(HistoryOp::Read, started.elapsed(), read.is_ok());
             let (epoch, publications) = match read {
                 Ok(r) => r,
                 Err(e) => {

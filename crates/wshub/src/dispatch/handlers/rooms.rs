@@ -151,14 +151,10 @@ pub(super) async fn history(node: &Node, req: HistoryRequest) -> HandlerResult {
         return Err(crate::hub::HubError::RoomNotFound.into());
     }
     let limit = req.limit.unwrap_or(100).min(1000);
-    let started = std::time::Instant::now();
-    let read = history.read(&req.room_id, req.since, limit).await;
-    node.hub.metrics.history(
-        crate::metrics::HistoryOp::Read,
-        started.elapsed(),
-        read.is_ok(),
-    );
-    let (epoch, publications) = read.map_err(crate::fanout::PublishError::from)?;
+    let (epoch, publications) = node
+        .read_history(history, &req.room_id, req.since, limit)
+        .await
+        .map_err(crate::fanout::PublishError::from)?;
     let list: Vec<serde_json::Value> = publications
         .iter()
         .map(|p| {
